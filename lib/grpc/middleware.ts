@@ -1,0 +1,90 @@
+// Server middleware shared by every UltraCloud server: request logging with status mapping, and
+// stream termination on shutdown.
+import { ServerError, Status } from 'nice-grpc';
+import type { CallContext, ServerMiddlewareCall } from 'nice-grpc-common';
+import type { Logger } from '../log.js';
+import { toServerError } from './status.js';
+
+export interface LogContext {
+  /** Child logger carrying `rpc`; handlers add `machine_id` / `node_id` as they learn them. */
+  readonly log: Logger;
+}
+
+/**
+ * Logs one event per finished call (method, status, duration) and maps thrown domain errors to
+ * gRPC statuses. Unexpected errors are logged with their stack and reach the client as INTERNAL.
+ */
+export function requestLoggingMiddleware(logger: Logger) {
+  return async function* logRequests<Request, Response>(
+    call: ServerMiddlewareCall<Request, Response, LogContext>,
+    context: CallContext,
+  ): AsyncGenerator<Response, Response | void, undefined> {
+    const rpc = call.method.path;
+    const log = logger.child({ rpc });
+    const started = process.hrtime.bigint();
+    const elapsedMs = () => Number(process.hrtime.bigint() - started) / 1e6;
+    try {
+      const result = yield* call.next(call.request, { ...context, log });
+      log.debug({ event: 'rpc.finished', code: 'OK', duration_ms: elapsedMs(), peer: context.peer });
+      return result;
+    } catch (err) {
+      const mapped = toServerError(err);
+      if (!mapped) {
+        log.debug({ event: 'rpc.cancelled', duration_ms: elapsedMs(), peer: context.peer });
+        throw err;
+      }
+      const code = Status[mapped.error.code];
+      if (mapped.unexpected) {
+        log.error({ event: 'rpc.failed', code, duration_ms: elapsedMs(), peer: context.peer, err });
+      } else {
+        log.info({ event: 'rpc.rejected', code, message: mapped.error.details, duration_ms: elapsedMs(), peer: context.peer });
+      }
+      throw mapped.error;
+    }
+  };
+}
+
+/**
+ * Ends long-lived streams when the server shuts down: the handler's `context.signal` is aborted
+ * (so its loops stop) and the client receives UNAVAILABLE, which tells agents to reconnect, rather
+ * than a torn connection. Unary calls are left to finish on their own.
+ */
+export function streamTerminationMiddleware(terminating: AbortSignal) {
+  return async function* terminateStreams<Request, Response>(
+    call: ServerMiddlewareCall<Request, Response>,
+    context: CallContext,
+  ): AsyncGenerator<Response, Response | void, undefined> {
+    if (!call.requestStream && !call.responseStream) {
+      return yield* call.next(call.request, context);
+    }
+    const controller = new AbortController();
+    const abort = () => controller.abort();
+    if (terminating.aborted || context.signal.aborted) abort();
+    terminating.addEventListener('abort', abort);
+    context.signal.addEventListener('abort', abort);
+    const stopped = new Promise<'stopped'>((resolve) => {
+      if (controller.signal.aborted) resolve('stopped');
+      controller.signal.addEventListener('abort', () => resolve('stopped'));
+    });
+    const inner = call.next(call.request, { ...context, signal: controller.signal });
+    try {
+      for (;;) {
+        const next = inner.next();
+        // If shutdown wins the race, a later rejection of `next` must not go unhandled.
+        next.catch(() => undefined);
+        const step = await Promise.race([next, stopped]);
+        if (step === 'stopped') {
+          // Let the handler unwind in the background; its signal is already aborted.
+          inner.return(undefined as never).catch(() => undefined);
+          if (terminating.aborted) throw new ServerError(Status.UNAVAILABLE, 'server is shutting down');
+          throw new ServerError(Status.CANCELLED, 'call cancelled');
+        }
+        if (step.done) return step.value;
+        yield step.value;
+      }
+    } finally {
+      terminating.removeEventListener('abort', abort);
+      context.signal.removeEventListener('abort', abort);
+    }
+  };
+}
