@@ -22,14 +22,14 @@ export type DomainErrorKind =
   | 'resource-exhausted'
   | 'unavailable';
 
-/** Bad input. Lists every violation so a caller can fix them all at once. */
+/** Bad input. Lists every violation, one per line, so a caller can fix them all at once. */
 export class InvalidArgumentError extends DomainError {
   readonly kind = 'invalid-argument';
   readonly violations: readonly FieldViolation[];
 
   constructor(violations: FieldViolation | readonly FieldViolation[]) {
     const list = Array.isArray(violations) ? violations : [violations as FieldViolation];
-    super(list.map((v) => `${v.field}: ${v.description}`).join('; '));
+    super(list.map((v) => `${v.field}: ${v.description}`).join('\n'));
     this.name = 'InvalidArgumentError';
     this.violations = list;
   }

@@ -54,5 +54,5 @@ test('InvalidArgumentError names every field', (t) => {
     { field: 'inventory.nics[0].mac', description: 'not a MAC address' },
     { field: 'inventory.disks', description: 'at least one disk is required' },
   ]);
-  t.is(err.message, 'inventory.nics[0].mac: not a MAC address; inventory.disks: at least one disk is required');
+  t.is(err.message, 'inventory.nics[0].mac: not a MAC address\ninventory.disks: at least one disk is required');
 });

@@ -1,0 +1,34 @@
+// What a control-plane service contributes to a server process. `ultracloud up` runs every
+// component in one process on one port; `ultracloud deployer` (etc.) runs one. Each component
+// owns its Postgres schema and migrations; it never reads another component's tables.
+import type { Kysely, Migration } from 'kysely';
+import type { AccessPolicy, Authenticator } from './grpc/auth.js';
+import type { ServiceBinding } from './grpc/server.js';
+import type { Logger } from './log.js';
+
+export interface ComponentContext {
+  /** The shared database handle; the component scopes it to its own schema. */
+  readonly db: Kysely<unknown>;
+  readonly logger: Logger;
+  readonly stateDir: string;
+  /** Aborted when the process begins to stop. */
+  readonly stopping: AbortSignal;
+}
+
+export interface StartedComponent {
+  readonly services: readonly ServiceBinding[];
+  readonly policy: AccessPolicy;
+  /** Credentials this component can verify (e.g. installer tokens for the deployer). */
+  readonly authenticators?: readonly Authenticator[];
+  /** Background loops (timeouts, watchers) started after the server listens. */
+  readonly run?: () => void;
+  stop(): Promise<void>;
+}
+
+export interface Component {
+  readonly name: string;
+  /** Postgres schema holding this component's tables. */
+  readonly schema: string;
+  readonly migrations: Readonly<Record<string, Migration>>;
+  start(context: ComponentContext): Promise<StartedComponent>;
+}

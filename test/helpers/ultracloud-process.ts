@@ -1,0 +1,76 @@
+// Starts the real `ultracloud` binary as a child process on a free loopback port and waits until
+// it logs `ready`. Tests talk to it over real sockets and stop it with real signals.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ULTRACLOUD_BIN = fileURLToPath(new URL('../../bin/ultracloud.js', import.meta.url));
+export const DEPLOYER_CTL_BIN = fileURLToPath(new URL('../../bin/deployer-ctl.js', import.meta.url));
+
+export interface UltracloudProcess {
+  readonly address: string;
+  readonly stateDir: string;
+  readonly child: ChildProcess;
+  /** Every log line printed so far (JSON lines from pino). */
+  readonly output: string[];
+  /** Sends the signal and resolves with the exit code once the process has exited. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface StartOptions {
+  readonly args?: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+  readonly stateDir?: string;
+  readonly timeoutMs?: number;
+}
+
+export async function startUltracloud(command: string, options: StartOptions = {}): Promise<UltracloudProcess> {
+  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'ultracloud-test-'));
+  const child = spawn(process.execPath, [ULTRACLOUD_BIN, command, '--listen', '127.0.0.1:0', '--state-dir', stateDir, ...(options.args ?? [])], {
+    env: { ...process.env, ULTRACLOUD_LOG_LEVEL: 'debug', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`ultracloud ${command} not ready after ${options.timeoutMs ?? 30_000} ms:\n${output.join('')}`)), options.timeoutMs ?? 30_000);
+    let buffer = '';
+    const onData = (chunk: Buffer) => {
+      buffer += chunk.toString();
+      let nl = buffer.indexOf('\n');
+      while (nl >= 0) {
+        const line = buffer.slice(0, nl + 1);
+        buffer = buffer.slice(nl + 1);
+        output.push(line);
+        try {
+          const entry = JSON.parse(line) as { event?: string; address?: string };
+          if (entry.event === 'ready' && entry.address) {
+            clearTimeout(timer);
+            resolve(entry.address);
+          }
+        } catch {
+          // not JSON: kept in output for the failure message
+        }
+        nl = buffer.indexOf('\n');
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`ultracloud ${command} exited with ${code} before ready:\n${output.join('')}`));
+    });
+  });
+  return {
+    address,
+    stateDir,
+    child,
+    output,
+    stop: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
