@@ -6,9 +6,12 @@ import type { Component } from '../lib/component.js';
 import { createLogger } from '../lib/log.js';
 import { stopOnSignals } from '../lib/process.js';
 import { serveComponents } from '../lib/serve.js';
+import { deployerComponent } from '../services/deployer/component.js';
 
 /** Every control-plane component `up` runs together. */
-const COMPONENTS: readonly Component[] = [];
+function components(flags: Record<string, string | undefined>): readonly Component[] {
+  return [deployerComponent(flags)];
+}
 
 const DAEMON_FLAGS: [string, string][] = [
   ['--listen <host:port>', 'gRPC listen address (ULTRACLOUD_LISTEN)'],
@@ -18,6 +21,9 @@ const DAEMON_FLAGS: [string, string][] = [
   ['--tls-cert <file>', 'server certificate (ULTRACLOUD_TLS_CERT)'],
   ['--tls-key <file>', 'server key (ULTRACLOUD_TLS_KEY)'],
   ['--tls-ca <file>', 'CA bundle for client certificates (ULTRACLOUD_TLS_CA)'],
+  ['--join-token-file <file>', 'installer join token (ULTRACLOUD_JOIN_TOKEN_FILE, default <state-dir>/join.token)'],
+  ['--secrets-key-file <file>', 'key sealing private keys (ULTRACLOUD_SECRETS_KEY_FILE, default <state-dir>/secrets.key)'],
+  ['--install-timeout <duration>', 'fail installs silent this long (ULTRACLOUD_INSTALL_TIMEOUT, default 60m)'],
 ];
 
 function withDaemonFlags(command: Command): Command {
@@ -34,12 +40,13 @@ function flagValues(opts: Record<string, unknown>): Record<string, string | unde
   return out;
 }
 
-async function runServer(components: readonly Component[], defaultPort: number, opts: Record<string, unknown>): Promise<void> {
-  const config = loadConfig(daemonConfigSpec(defaultPort), { flags: flagValues(opts) });
+async function runServer(select: (flags: Record<string, string | undefined>) => readonly Component[], defaultPort: number, opts: Record<string, unknown>): Promise<void> {
+  const flags = flagValues(opts);
+  const config = loadConfig(daemonConfigSpec(defaultPort), { flags });
   checkTransport(config);
   const logger = createLogger({ level: config.logLevel, name: 'ultracloud' });
-  const running = await serveComponents({ components, config, logger });
-  logger.info({ event: 'ready', address: running.server.address, admin_token: running.adminTokenPath, state_dir: config.stateDir });
+  const running = await serveComponents({ components: select(flags), config, logger });
+  logger.info({ event: 'ready', address: running.server.address, admin_token_file: running.adminTokenPath, state_dir: config.stateDir });
   stopOnSignals(running.stop, logger);
 }
 
@@ -47,7 +54,11 @@ const program = new Command('ultracloud').description('UltraCloud bare-metal pro
 
 withDaemonFlags(
   program.command('up').description(`run every control-plane service in one process (default 127.0.0.1:${DEFAULT_PORTS.up})`),
-).action((opts: Record<string, unknown>) => runServer(COMPONENTS, DEFAULT_PORTS.up, opts));
+).action((opts: Record<string, unknown>) => runServer(components, DEFAULT_PORTS.up, opts));
+
+withDaemonFlags(
+  program.command('deployer').description(`run the deployer alone (default 127.0.0.1:${DEFAULT_PORTS.deployer})`),
+).action((opts: Record<string, unknown>) => runServer((flags) => [deployerComponent(flags)], DEFAULT_PORTS.deployer, opts));
 
 try {
   await program.parseAsync(process.argv);

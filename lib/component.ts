@@ -1,7 +1,8 @@
 // What a control-plane service contributes to a server process. `ultracloud up` runs every
 // component in one process on one port; `ultracloud deployer` (etc.) runs one. Each component
 // owns its Postgres schema and migrations; it never reads another component's tables.
-import type { Kysely, Migration } from 'kysely';
+import type { Kysely } from 'kysely';
+import type { ServiceMigrations } from './db/index.js';
 import type { AccessPolicy, Authenticator } from './grpc/auth.js';
 import type { ServiceBinding } from './grpc/server.js';
 import type { Logger } from './log.js';
@@ -29,6 +30,6 @@ export interface Component {
   readonly name: string;
   /** Postgres schema holding this component's tables. */
   readonly schema: string;
-  readonly migrations: Readonly<Record<string, Migration>>;
+  readonly migrations: ServiceMigrations;
   start(context: ComponentContext): Promise<StartedComponent>;
 }

@@ -1,6 +1,7 @@
 // Runs control-plane components in one server process: open the database, migrate each
 // component's schema, start the components, serve them all on one gRPC port, stop in reverse.
-import type { ServerCredentials } from '@grpc/grpc-js';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { ServerCredentials } from '@grpc/grpc-js';
 import { ensureAdminToken, adminTokenAuthenticator } from './admin-token.js';
 import type { Component, StartedComponent } from './component.js';
 import type { DaemonConfig } from './config/daemon.js';
@@ -13,7 +14,16 @@ export interface ServeOptions {
   readonly components: readonly Component[];
   readonly config: DaemonConfig;
   readonly logger: Logger;
-  readonly credentials?: ServerCredentials;
+}
+
+/** TLS from the configured files; a CA file also makes the server ask for client certificates. */
+function serverCredentials(config: DaemonConfig): ServerCredentials | undefined {
+  if (!config.tlsCertFile || !config.tlsKeyFile) return undefined;
+  return ServerCredentials.createSsl(
+    config.tlsCaFile ? readFileSync(config.tlsCaFile) : null,
+    [{ cert_chain: readFileSync(config.tlsCertFile), private_key: readFileSync(config.tlsKeyFile) }],
+    false,
+  );
 }
 
 export interface ServingProcess {
@@ -25,6 +35,8 @@ export interface ServingProcess {
 export async function serveComponents(options: ServeOptions): Promise<ServingProcess> {
   const { config, logger } = options;
   const log = logger.child({ component: 'serve' });
+  // The state dir holds the admin token, keys and the embedded database: owner only.
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   const database = await openDatabase({ url: config.databaseUrl, stateDir: config.stateDir });
   log.info({ event: 'database.opened', kind: config.databaseUrl ? 'postgres' : 'pglite' });
   const stopping = new AbortController();
@@ -59,7 +71,7 @@ export async function serveComponents(options: ServeOptions): Promise<ServingPro
       services: started.flatMap((c) => c.services),
       policy,
       authenticators,
-      ...(options.credentials ? { credentials: options.credentials } : {}),
+      ...(serverCredentials(config) ? { credentials: serverCredentials(config) as ServerCredentials } : {}),
     });
     for (const c of started) c.run?.();
     return { server, adminTokenPath: admin.path, stop: stopAll };

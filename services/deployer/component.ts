@@ -1,0 +1,92 @@
+// The deployer as a control-plane component: discovery, enrollment, credentials, install plans.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BootstrapServiceDefinition } from '../../gen/ts/ultracloud/bootstrap/v1/bootstrap_service.js';
+import { ClusterServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
+import { MachineServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
+import type { Component, ComponentContext, StartedComponent } from '../../lib/component.js';
+import { loadConfig } from '../../lib/config/settings.js';
+import { serviceDatabase } from '../../lib/db/index.js';
+import { bindService } from '../../lib/grpc/server.js';
+import {
+  type ClusterCa,
+  createClusterCa,
+  ensureSecretsKey,
+  exportClusterCa,
+  generateToken,
+  loadClusterCa,
+  openSealedSecretText,
+  readSecretsKeyFile,
+  sealSecret,
+} from '../../lib/pki/index.js';
+import { type DeployerConfig, DEPLOYER_CONFIG_SPEC } from './config.js';
+import { Deployer } from './deployer.js';
+import { MachineReader } from './machine-reader.js';
+import { DEPLOYER_SCHEMA, deployerMigrations } from './migrations/index.js';
+import { installerAuthenticator } from './rpc/authenticators.js';
+import { bootstrapService } from './rpc/bootstrap.js';
+import { clusterService } from './rpc/cluster.js';
+import { machineService } from './rpc/machines.js';
+import { DEPLOYER_POLICY } from './rpc/policy.js';
+import { getCa, saveCaOnce } from './store/credentials.js';
+import type { DeployerDatabase } from './store/tables.js';
+import type { Kysely } from 'kysely';
+
+export const JOIN_TOKEN_FILE = 'join.token';
+export const CA_BUNDLE_FILE = 'ca.pem';
+
+/** Loads the cluster CA, creating and persisting it (key sealed) on the very first start. */
+async function ensureCa(db: Kysely<DeployerDatabase>, key: Uint8Array): Promise<ClusterCa> {
+  let stored = await getCa(db);
+  if (!stored) {
+    const created = exportClusterCa(await createClusterCa());
+    stored = await saveCaOnce(db, { certificatePem: created.certificatePem, privateKeySealed: sealSecret(key, created.privateKeyPem, 'cluster-ca') }, new Date());
+  }
+  return loadClusterCa({ certificatePem: stored.certificatePem, privateKeyPem: openSealedSecretText(key, stored.privateKeySealed, 'cluster-ca') });
+}
+
+function ensureJoinToken(config: DeployerConfig, stateDir: string): string {
+  if (config.joinTokenFile) return readFileSync(config.joinTokenFile, 'utf8').trim();
+  const path = join(stateDir, JOIN_TOKEN_FILE);
+  if (!existsSync(path)) writeFileSync(path, `${generateToken('join')}\n`, { mode: 0o600, flag: 'wx' });
+  return readFileSync(path, 'utf8').trim();
+}
+
+export function deployerComponent(flags: Readonly<Record<string, string | undefined>> = {}): Component {
+  return {
+    name: 'deployer',
+    schema: DEPLOYER_SCHEMA,
+    migrations: deployerMigrations,
+    async start(context: ComponentContext): Promise<StartedComponent> {
+      const config = loadConfig(DEPLOYER_CONFIG_SPEC, { flags });
+      const db = serviceDatabase<DeployerDatabase>(context.db, DEPLOYER_SCHEMA);
+      const secretsKey = config.secretsKeyFile ? readSecretsKeyFile(config.secretsKeyFile) : ensureSecretsKey(context.stateDir).key;
+      const ca = await ensureCa(db, secretsKey);
+      // Operators and agents verify the control plane with this bundle.
+      writeFileSync(join(context.stateDir, CA_BUNDLE_FILE), ca.certificatePem, { mode: 0o644 });
+      const joinToken = ensureJoinToken(config, context.stateDir);
+      const deployer = new Deployer(db, ca, { secretsKey, ...config }, context.logger);
+      const reader = new MachineReader(db);
+      let timer: NodeJS.Timeout | undefined;
+      return {
+        services: [
+          bindService(BootstrapServiceDefinition, bootstrapService(deployer)),
+          bindService(ClusterServiceDefinition, clusterService(deployer)),
+          bindService(MachineServiceDefinition, machineService(deployer, reader)),
+        ],
+        policy: DEPLOYER_POLICY,
+        authenticators: [installerAuthenticator(db, joinToken)],
+        run: () => {
+          const every = Math.min(Math.max(config.installTimeoutMs / 4, 1_000), 30_000);
+          timer = setInterval(() => {
+            deployer.expireStalledInstalls().catch((err: unknown) => context.logger.error({ event: 'install_timeout.sweep_failed', err }));
+          }, every);
+          timer.unref();
+        },
+        async stop() {
+          if (timer) clearInterval(timer);
+        },
+      };
+    },
+  };
+}

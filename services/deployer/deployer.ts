@@ -1,0 +1,601 @@
+// The deployer's operations. Each state change runs in one transaction that locks the machine,
+// checks the lifecycle table, writes the change with a new resource_version and appends an audit
+// event; pure decisions (enrollment, plans, transitions, validation) live in domain/.
+import { randomUUID } from 'node:crypto';
+import { type Kysely, sql, type Transaction } from 'kysely';
+import { AssignmentSource, type NodeAssignment } from '../../gen/ts/ultracloud/assignment/v1/assignment.js';
+import {
+  type DiscoverResponse,
+  type FetchPlanResponse,
+  InstallerAction,
+  type ReportInstallProgressRequest,
+  type ReportInstallProgressResponse,
+} from '../../gen/ts/ultracloud/bootstrap/v1/bootstrap_service.js';
+import type { ApplyClusterStateResponse, GetClusterStateResponse } from '../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
+import type { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
+import type { Machine } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
+import { PlanMode } from '../../gen/ts/ultracloud/installplan/v1/installplan.js';
+import type { MachineInventory } from '../../gen/ts/ultracloud/inventory/v1/inventory.js';
+import {
+  ActorKind,
+  AuditOutcome,
+  InstallOutcome,
+  InstallPhase,
+  type InstallProgress,
+  MachineState,
+  MachineTransition,
+} from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
+import { ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError, type FieldViolation } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
+import { type ClusterCa, issueNodeCredentials, issueToken, sealSecret } from '../../lib/pki/index.js';
+import { blockedRemovals, clusterStateHash, diffClusterState, validateClusterState } from './domain/cluster-state.js';
+import { checkMinimumHardware, matchEnrollment } from './domain/enrollment.js';
+import { renderInstallPlan } from './domain/install-plan.js';
+import { inventoryHash, normaliseInventory, primaryMacSet, validateInventory } from './domain/inventory.js';
+import { type LifecycleTransition, planTransition, stateName } from './domain/lifecycle.js';
+import { appendAudit } from './store/audit.js';
+import { type AppliedClusterState, getClusterState, saveClusterState } from './store/cluster.js';
+import { deleteNodeCredentials, saveNodeCredentials, setInstallToken } from './store/credentials.js';
+import {
+  allocatedAddresses,
+  deleteAssignment,
+  deleteMachine,
+  deletePlan,
+  getAssignment,
+  getPlan,
+  insertAssignment,
+  insertMachine,
+  lockMachine,
+  lockMachineByIdentity,
+  machineMessage,
+  type MachineRow,
+  type MachineUpdate,
+  markPlanFetched,
+  namesInUse,
+  nextResourceVersion,
+  recordAllocation,
+  savePlan,
+  setMachineMacs,
+  takenNames,
+  updateMachine,
+} from './store/machines.js';
+import type { DeployerDatabase } from './store/tables.js';
+
+export interface DeployerSettings {
+  /** Key sealing private keys at rest (32 bytes). */
+  readonly secretsKey: Uint8Array;
+  /** An install that reports nothing for this long goes to FAILED. */
+  readonly installTimeoutMs: number;
+  /** Lifetime of an install token. */
+  readonly installTokenTtlMs: number;
+  /** What Discover tells an installer to wait while nothing is ready. */
+  readonly discoverRetryAfterMs: number;
+  /** How often an installer should report progress (and so keep its install alive). */
+  readonly progressIntervalMs: number;
+}
+
+export const DEFAULT_DEPLOYER_SETTINGS: Omit<DeployerSettings, 'secretsKey'> = {
+  installTimeoutMs: 60 * 60_000,
+  installTokenTtlMs: 6 * 60 * 60_000,
+  discoverRetryAfterMs: 30_000,
+  progressIntervalMs: 60_000,
+};
+
+/** Who asked for a change, for the audit log. */
+export interface Actor {
+  readonly name: string;
+  readonly kind: ActorKind;
+  readonly rpc: string;
+  readonly peer?: string;
+}
+
+export const SYSTEM_ACTOR: Actor = { name: 'deployer', kind: ActorKind.ACTOR_KIND_SYSTEM, rpc: 'system' };
+
+type Trx = Transaction<DeployerDatabase>;
+
+// Advisory lock keys (arbitrary constants, unique within this schema's use).
+const LOCK_NEW_MACHINE = 0x75630001;
+const LOCK_NAMES = 0x75630002;
+const LOCK_CLUSTER_STATE = 0x75630003;
+
+async function advisoryLock(trx: Trx, key: number): Promise<void> {
+  await sql`SELECT pg_advisory_xact_lock(${key})`.execute(trx);
+}
+
+function durationOf(ms: number) {
+  return { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
+}
+
+function secondsText(ms: number): string {
+  return `${Math.round(ms / 1000)}s`;
+}
+
+/** Keeps the last `max` bytes of an installer log so one machine cannot bloat its row. */
+function tail(text: string, max = 64 * 1024): string {
+  return text.length > max ? text.slice(text.length - max) : text;
+}
+
+export class Deployer {
+  constructor(
+    private readonly db: Kysely<DeployerDatabase>,
+    private readonly ca: ClusterCa,
+    private readonly settings: DeployerSettings,
+    private readonly log: Logger,
+  ) {}
+
+  // ---- transitions -----------------------------------------------------------------------------
+
+  /** Checks the lifecycle table, writes the new state and audits it, all in `trx`. */
+  private async transition(
+    trx: Trx,
+    row: MachineRow,
+    transition: LifecycleTransition,
+    actor: Actor,
+    reason: string,
+    extra: MachineUpdate = {},
+    now = new Date(),
+  ): Promise<MachineRow> {
+    const plan = planTransition(row.state, transition, { previousState: row.previousState });
+    const update: MachineUpdate = {
+      ...extra,
+      state: plan.to,
+      previousState: plan.previousState,
+      statusMessage: extra.statusMessage ?? '',
+    };
+    const assignment = await getAssignment(trx, row.machineId);
+    const rv = await updateMachine(trx, row, update, now);
+    await appendAudit(trx, {
+      at: now,
+      actor: actor.name,
+      actorKind: actor.kind,
+      rpc: actor.rpc,
+      machineId: row.machineId,
+      nodeId: assignment?.nodeId ?? '',
+      from: row.state,
+      to: plan.to,
+      transition,
+      reason,
+      outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED,
+      resourceVersion: rv,
+      ...(actor.peer ? { peer: actor.peer } : {}),
+    });
+    this.log.info({ event: 'machine.transition', machine_id: row.machineId, node_id: assignment?.nodeId, from: stateName(row.state), to: stateName(plan.to), transition: MachineTransition[transition], actor: actor.name, reason });
+    return (await lockMachine(trx, row.machineId)) as MachineRow;
+  }
+
+  /** Renders and stores the plan, or fails the machine with the reason when it cannot. */
+  private async deployPlan(trx: Trx, row: MachineRow, via: LifecycleTransition, actor: Actor, reason: string, mode = PlanMode.PLAN_MODE_INSTALL, rescueKeys: readonly string[] = []): Promise<MachineRow> {
+    const now = new Date();
+    const cluster = await getClusterState(trx);
+    const assignment = await getAssignment(trx, row.machineId);
+    try {
+      if (!cluster) throw new FailedPreconditionError('no cluster state has been applied');
+      if (!assignment) throw new FailedPreconditionError('machine has no node assignment');
+      const rendered = renderInstallPlan({
+        machineId: row.machineId,
+        inventory: row.inventory,
+        assignment,
+        cluster: cluster.state,
+        generation: cluster.generation,
+        mode,
+        allocated: await allocatedAddresses(trx, row.machineId),
+        extraRescueKeys: rescueKeys,
+        now,
+      });
+      await savePlan(trx, row.machineId, rendered.plan, now);
+      if (rendered.allocation) await recordAllocation(trx, row.machineId, rendered.allocation.network, rendered.allocation.address);
+    } catch (err) {
+      if (!(err instanceof FailedPreconditionError) || mode === PlanMode.PLAN_MODE_RESCUE) throw err;
+      // The machine's hardware does not fit the policy (no or several root disks, pool
+      // exhausted): record it on the machine rather than failing the caller's request.
+      const failed = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_PLAN_FAILED, SYSTEM_ACTOR, err.message, { lastError: err.message });
+      this.log.warn({ event: 'plan.failed', machine_id: row.machineId, reason: err.message });
+      return failed;
+    }
+    await setInstallToken(trx, row.machineId, null);
+    return this.transition(trx, row, via, actor, reason, { lastError: '', installProgress: null });
+  }
+
+  /** Discovered/inspected machines move forward as far as enrollment rules allow. */
+  private async enroll(trx: Trx, row: MachineRow, actor: Actor): Promise<MachineRow> {
+    const cluster = await getClusterState(trx);
+    let current = row;
+    let result: ReturnType<typeof matchEnrollment> | undefined;
+    if (cluster && (current.state === MachineState.MACHINE_STATE_DISCOVERED || current.state === MachineState.MACHINE_STATE_INSPECTED)) {
+      await advisoryLock(trx, LOCK_NAMES);
+      try {
+        result = matchEnrollment(current.inventory, cluster.state, await takenNames(trx, current.machineId));
+      } catch (err) {
+        if (!(err instanceof FailedPreconditionError)) throw err;
+        return this.setStatus(trx, current, `enrollment: ${err.message}`);
+      }
+    }
+    if (current.state === MachineState.MACHINE_STATE_DISCOVERED) {
+      if (result && result.belowMinimum.length > 0) {
+        const unmet = result.belowMinimum.map((u) => u.message).join('; ');
+        return this.setStatus(trx, current, `below the minimum hardware of class ${result.assignment.nodeClass}: ${unmet}`);
+      }
+      current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSPECT, SYSTEM_ACTOR, 'facts validated');
+    }
+    if (current.state !== MachineState.MACHINE_STATE_INSPECTED) return current;
+    if (!result) {
+      return this.setStatus(trx, current, cluster ? 'no enrollment rule matched; waiting for an operator to commission' : 'no cluster state applied yet');
+    }
+    if (!result.autoCommission) {
+      return this.setStatus(trx, current, `matched ${result.assignment.sourceName}; waiting for an operator to commission`);
+    }
+    current = await this.commission(trx, current, { ...result.assignment, assignedAt: new Date(), clusterGeneration: cluster?.generation ?? 0n }, SYSTEM_ACTOR, `enrollment ${result.assignment.sourceName}`);
+    if (result.autoInstall) {
+      current = await this.deployPlan(trx, current, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${result.assignment.sourceName} auto-installs`);
+    }
+    return current;
+  }
+
+  private async setStatus(trx: Trx, row: MachineRow, message: string): Promise<MachineRow> {
+    if (row.statusMessage === message) return row;
+    await updateMachine(trx, row, { statusMessage: message }, new Date());
+    return (await lockMachine(trx, row.machineId)) as MachineRow;
+  }
+
+  private async commission(trx: Trx, row: MachineRow, assignment: NodeAssignment, actor: Actor, reason: string): Promise<MachineRow> {
+    planTransition(row.state, MachineTransition.MACHINE_TRANSITION_COMMISSION);
+    try {
+      await insertAssignment(trx, row.machineId, assignment);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`node_id ${assignment.nodeId} or hostname ${assignment.hostname} is already assigned`);
+      throw err;
+    }
+    return this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_COMMISSION, actor, reason);
+  }
+
+  // ---- BootstrapService ------------------------------------------------------------------------
+
+  async discover(input: { inventory?: MachineInventory | undefined; bootId: string; installerVersion: string }, actor: Actor): Promise<DiscoverResponse> {
+    if (!input.inventory) throw new InvalidArgumentError({ field: 'inventory', description: 'required' });
+    const violations = validateInventory(input.inventory);
+    if (violations.length > 0) throw new InvalidArgumentError(violations);
+    const inventory = normaliseInventory(input.inventory);
+    const hash = inventoryHash(inventory);
+    const macs = primaryMacSet(inventory);
+    const uuid = inventory.identity?.systemUuid ? inventory.identity.systemUuid.toLowerCase() : undefined;
+    const serial = inventory.identity?.serialNumber || undefined;
+    const session = issueToken('session');
+    const now = new Date();
+
+    const row = await this.db.transaction().execute(async (trx) => {
+      let existing = await lockMachineByIdentity(trx, uuid, macs);
+      if (!existing) {
+        // Creation is serialised so that concurrent first Discovers of one machine (a retrying
+        // installer, several NICs racing) make exactly one row; updates stay concurrent.
+        await advisoryLock(trx, LOCK_NEW_MACHINE);
+        existing = await lockMachineByIdentity(trx, uuid, macs);
+      }
+      if (!existing) {
+        const machineId = `m-${randomUUID()}`;
+        const rv = await (await import('./store/machines.js')).nextResourceVersion(trx);
+        await insertMachine(trx, { machineId, systemUuid: uuid, serial, inventory, inventoryHash: hash, bootId: input.bootId, sessionSecretHash: session.hash, resourceVersion: rv, now });
+        await setMachineMacs(trx, machineId, macs);
+        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${input.installerVersion || 'unknown'}`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: rv, ...(actor.peer ? { peer: actor.peer } : {}) });
+        this.log.info({ event: 'machine.discovered', machine_id: machineId });
+        return this.enroll(trx, (await lockMachine(trx, machineId)) as MachineRow, actor);
+      }
+      const previousBoot = existing.bootId;
+      const changed = existing.inventoryHash !== hash;
+      await updateMachine(trx, existing, {
+        bootId: input.bootId,
+        sessionSecretHash: session.hash,
+        seen: true,
+        ...(changed ? { inventory, inventoryHash: hash, systemUuid: uuid ?? null, serial: serial ?? null } : {}),
+      }, now);
+      if (changed) {
+        await setMachineMacs(trx, existing.machineId, macs);
+        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId: existing.machineId, reason: 'inventory changed', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) });
+      }
+      let current = (await lockMachine(trx, existing.machineId)) as MachineRow;
+      const rebooted = input.bootId !== '' && previousBoot !== '' && input.bootId !== previousBoot;
+      if (current.state === MachineState.MACHINE_STATE_REPROVISIONING && (rebooted || previousBoot === '')) {
+        current = await this.deployPlan(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALLER_BOOTED, actor, 'installer booted for reinstall');
+      } else if (current.state === MachineState.MACHINE_STATE_INSTALLING && rebooted) {
+        const reason = 'installer restarted during installation (new boot id)';
+        current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, SYSTEM_ACTOR, reason, { lastError: reason });
+        await setInstallToken(trx, current.machineId, null);
+      } else {
+        current = await this.enroll(trx, current, actor);
+      }
+      return current;
+    });
+
+    const plan = await getPlan(this.db, row.machineId);
+    const planReady =
+      plan !== undefined &&
+      plan.fetchedAt === null &&
+      ((row.state === MachineState.MACHINE_STATE_INSTALL_PENDING && plan.plan.mode === PlanMode.PLAN_MODE_INSTALL) ||
+        (row.state === MachineState.MACHINE_STATE_RESCUE && plan.plan.mode === PlanMode.PLAN_MODE_RESCUE));
+    return {
+      machineId: row.machineId,
+      state: row.state,
+      sessionSecret: session.token,
+      planReady,
+      retryAfter: planReady ? undefined : durationOf(this.settings.discoverRetryAfterMs),
+      message: planReady ? 'plan ready' : row.statusMessage || row.lastError || `machine is ${stateName(row.state)}`,
+    };
+  }
+
+  async fetchPlan(machineId: string, sessionMachineId: string, actor: Actor): Promise<FetchPlanResponse> {
+    if (!machineId) throw new InvalidArgumentError({ field: 'machine_id', description: 'required' });
+    if (machineId !== sessionMachineId) throw new PermissionDeniedError('the session secret was issued to another machine');
+    const now = new Date();
+    return this.db.transaction().execute(async (trx) => {
+      const row = await lockMachine(trx, machineId);
+      if (!row) throw new NotFoundError(`machine ${machineId} not found`);
+      const plan = await getPlan(trx, machineId);
+      const rescue = row.state === MachineState.MACHINE_STATE_RESCUE;
+      if (!plan || (!rescue && row.state !== MachineState.MACHINE_STATE_INSTALL_PENDING)) {
+        throw new FailedPreconditionError(`no plan is ready: machine is ${stateName(row.state)}`);
+      }
+      if (plan.fetchedAt !== null) {
+        throw new FailedPreconditionError('the plan was already fetched; an operator Reinstall or Retry issues a new one');
+      }
+      const assignment = await getAssignment(trx, machineId);
+      if (!assignment) throw new FailedPreconditionError('machine has no node assignment');
+      const token = issueToken('install', { ttlMs: this.settings.installTokenTtlMs, now });
+      await setInstallToken(trx, machineId, { hash: token.hash, expiresAt: token.expiresAt as Date });
+      await markPlanFetched(trx, machineId, now);
+      const caChainPem = this.ca.certificatePem;
+      if (rescue) {
+        await updateMachine(trx, row, { progress: true }, now);
+        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, nodeId: assignment.nodeId, reason: 'rescue plan fetched', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) });
+        return {
+          assignment,
+          secrets: { nodeId: assignment.nodeId, sshHostEd25519PrivateKey: '', sshHostEd25519PublicKey: '', tlsCertificatePem: '', tlsPrivateKeyPem: '', caChainPem, installToken: token.token, installTokenExpiresAt: token.expiresAt, tlsCertificateExpiresAt: undefined, issuedAt: now },
+          plan: plan.plan,
+        };
+      }
+      const cluster = await getClusterState(trx);
+      const creds = await issueNodeCredentials(this.ca, { nodeId: assignment.nodeId, hostname: assignment.hostname, domain: cluster?.state.cluster?.domain ?? '', now });
+      await saveNodeCredentials(trx, machineId, {
+        nodeId: assignment.nodeId,
+        sshPublicKey: creds.sshHostEd25519PublicKey,
+        sshPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.sshHostEd25519PrivateKey, `ssh:${machineId}`),
+        tlsCertificatePem: creds.tlsCertificatePem,
+        tlsPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.tlsPrivateKeyPem, `tls:${machineId}`),
+        tlsExpiresAt: creds.tlsCertificateExpiresAt,
+        issuedAt: now,
+      });
+      const started: InstallProgress = { phase: InstallPhase.INSTALL_PHASE_UNSPECIFIED, percent: 0, message: 'plan fetched', logTail: '', updatedAt: now, outcome: InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS, failureReason: '', startedAt: now };
+      await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_START_INSTALL, actor, 'plan fetched', { installProgress: started, progress: true }, now);
+      return {
+        assignment,
+        secrets: {
+          nodeId: assignment.nodeId,
+          sshHostEd25519PrivateKey: creds.sshHostEd25519PrivateKey,
+          sshHostEd25519PublicKey: creds.sshHostEd25519PublicKey,
+          tlsCertificatePem: creds.tlsCertificatePem,
+          tlsPrivateKeyPem: creds.tlsPrivateKeyPem,
+          caChainPem: creds.caChainPem,
+          installToken: token.token,
+          installTokenExpiresAt: token.expiresAt,
+          tlsCertificateExpiresAt: creds.tlsCertificateExpiresAt,
+          issuedAt: now,
+        },
+        plan: plan.plan,
+      };
+    });
+  }
+
+  async reportProgress(req: ReportInstallProgressRequest, tokenMachineId: string, actor: Actor): Promise<ReportInstallProgressResponse> {
+    const violations: FieldViolation[] = [];
+    if (!req.machineId) violations.push({ field: 'machine_id', description: 'required' });
+    if (req.percent > 100) violations.push({ field: 'percent', description: `must be 0-100, got ${req.percent}` });
+    if (req.outcome === InstallOutcome.INSTALL_OUTCOME_UNSPECIFIED) violations.push({ field: 'outcome', description: 'required' });
+    if (req.phase === InstallPhase.INSTALL_PHASE_UNSPECIFIED && req.outcome === InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS) {
+      violations.push({ field: 'phase', description: 'required while the install is in progress' });
+    }
+    if (violations.length > 0) throw new InvalidArgumentError(violations);
+    if (req.machineId !== tokenMachineId) throw new PermissionDeniedError('the install token was issued to another machine');
+    const now = new Date();
+    const again = durationOf(this.settings.progressIntervalMs);
+    return this.db.transaction().execute(async (trx) => {
+      const row = await lockMachine(trx, req.machineId);
+      if (!row) throw new NotFoundError(`machine ${req.machineId} not found`);
+      const progress: InstallProgress = {
+        phase: req.phase,
+        percent: req.percent,
+        message: req.message,
+        logTail: tail(req.logTail),
+        updatedAt: now,
+        outcome: req.outcome,
+        failureReason: req.outcome === InstallOutcome.INSTALL_OUTCOME_FAILED ? req.message : '',
+        startedAt: row.installProgress?.startedAt ?? now,
+      };
+      if (row.state === MachineState.MACHINE_STATE_RESCUE) {
+        await updateMachine(trx, row, { installProgress: progress, progress: true, statusMessage: req.message }, now);
+        return { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_CONTINUE, retryAfter: again };
+      }
+      if (row.state !== MachineState.MACHINE_STATE_INSTALLING) {
+        return { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_REDISCOVER, retryAfter: durationOf(this.settings.discoverRetryAfterMs) };
+      }
+      switch (req.outcome) {
+        case InstallOutcome.INSTALL_OUTCOME_SUCCEEDED: {
+          const done = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_SUCCEEDED, actor, req.message || 'install succeeded', { installProgress: progress, progress: true }, now);
+          await setInstallToken(trx, row.machineId, null);
+          return { state: done.state, nextAction: InstallerAction.INSTALLER_ACTION_REBOOT, retryAfter: undefined };
+        }
+        case InstallOutcome.INSTALL_OUTCOME_FAILED: {
+          const reason = req.message || 'installer reported failure';
+          const failed = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, actor, reason, { installProgress: progress, progress: true, lastError: reason }, now);
+          await setInstallToken(trx, row.machineId, null);
+          return { state: failed.state, nextAction: InstallerAction.INSTALLER_ACTION_REDISCOVER, retryAfter: durationOf(this.settings.discoverRetryAfterMs) };
+        }
+        default:
+          await updateMachine(trx, row, { installProgress: progress, progress: true }, now);
+          return { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_CONTINUE, retryAfter: again };
+      }
+    });
+  }
+
+  /** Fails installs that stopped reporting. Safe to run on every replica at once. */
+  async expireStalledInstalls(now = new Date()): Promise<number> {
+    const cutoff = new Date(now.getTime() - this.settings.installTimeoutMs);
+    const stale = await this.db
+      .selectFrom('machines')
+      .select('machine_id')
+      .where('state', '=', stateName(MachineState.MACHINE_STATE_INSTALLING))
+      .where((eb) => eb(eb.fn.coalesce('progress_at', 'state_changed_at'), '<', cutoff))
+      .execute();
+    let expired = 0;
+    for (const { machine_id } of stale) {
+      await this.db.transaction().execute(async (trx) => {
+        const row = await lockMachine(trx, machine_id);
+        const last = row?.progressAt ?? row?.stateChangedAt;
+        if (!row || row.state !== MachineState.MACHINE_STATE_INSTALLING || !last || last >= cutoff) return;
+        const reason = `no install progress reported for ${secondsText(this.settings.installTimeoutMs)}`;
+        await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_TIMED_OUT, SYSTEM_ACTOR, reason, { lastError: reason }, now);
+        await setInstallToken(trx, row.machineId, null);
+        expired++;
+      });
+    }
+    return expired;
+  }
+
+  // ---- ClusterService --------------------------------------------------------------------------
+
+  async applyClusterState(input: { state?: ClusterState | undefined; dryRun: boolean; expectedGeneration: bigint }, actor: Actor, reason = ''): Promise<ApplyClusterStateResponse> {
+    if (!input.state) throw new InvalidArgumentError({ field: 'state', description: 'required' });
+    const state = input.state;
+    const violations = validateClusterState(state).map((v) => ({ field: `state.${v.field}`, description: v.description }));
+    if (violations.length > 0) throw new InvalidArgumentError(violations);
+    const hash = clusterStateHash(state);
+    return this.db.transaction().execute(async (trx) => {
+      await advisoryLock(trx, LOCK_CLUSTER_STATE);
+      const current = await getClusterState(trx, { forUpdate: true });
+      const generation = current?.generation ?? 0n;
+      if (input.expectedGeneration !== 0n && input.expectedGeneration !== generation) {
+        throw new ConflictError(`expected_generation ${input.expectedGeneration} is stale: the applied generation is ${generation}`);
+      }
+      if (current?.hash === hash) return { generation, applied: false, changes: [] };
+      const changes = diffClusterState(current?.state, state);
+      const blocked = blockedRemovals(changes, await namesInUse(trx));
+      if (blocked.length > 0) throw new FailedPreconditionError(blocked.join('\n'));
+      if (input.dryRun) return { generation, applied: false, changes };
+      const now = new Date();
+      const applied: AppliedClusterState = { state, generation: generation + 1n, hash, appliedAt: now, appliedBy: actor.name };
+      await saveClusterState(trx, applied);
+      await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, reason: reason || `cluster state generation ${applied.generation} (${changes.length} changes)`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: applied.generation, ...(actor.peer ? { peer: actor.peer } : {}) });
+      this.log.info({ event: 'cluster_state.applied', generation: String(applied.generation), changes: changes.length, actor: actor.name });
+      return { generation: applied.generation, applied: true, changes };
+    });
+  }
+
+  async getClusterState(): Promise<GetClusterStateResponse> {
+    const current = await getClusterState(this.db);
+    if (!current) throw new NotFoundError('no cluster state has been applied yet');
+    return { state: current.state, generation: current.generation, appliedAt: current.appliedAt, appliedBy: current.appliedBy };
+  }
+
+  // ---- operator transitions --------------------------------------------------------------------
+
+  /** One operator transition with optimistic concurrency (expected_resource_version). */
+  async operatorTransition(
+    request: { machineId: string; reason: string; expectedResourceVersion: bigint },
+    transition: LifecycleTransition,
+    actor: Actor,
+    options: { commission?: Partial<NodeAssignment>; rescueKeys?: readonly string[] } = {},
+  ): Promise<Machine | undefined> {
+    const violations: FieldViolation[] = [];
+    if (!request.machineId) violations.push({ field: 'machine_id', description: 'required' });
+    if (!request.reason.trim()) violations.push({ field: 'reason', description: 'required: say why, it goes to the audit log' });
+    if (violations.length > 0) throw new InvalidArgumentError(violations);
+    return this.db.transaction().execute(async (trx) => {
+      let row = await lockMachine(trx, request.machineId);
+      if (!row) throw new NotFoundError(`machine ${request.machineId} not found`);
+      if (request.expectedResourceVersion !== 0n && request.expectedResourceVersion !== row.resourceVersion) {
+        throw new ConflictError(`expected_resource_version ${request.expectedResourceVersion} is stale: machine ${row.machineId} is at ${row.resourceVersion}`);
+      }
+      const plan = planTransition(row.state, transition, { previousState: row.previousState });
+      switch (transition) {
+        case MachineTransition.MACHINE_TRANSITION_COMMISSION:
+          row = await this.commissionByOperator(trx, row, options.commission ?? {}, actor, request.reason);
+          break;
+        case MachineTransition.MACHINE_TRANSITION_DEPLOY:
+        case MachineTransition.MACHINE_TRANSITION_RETRY:
+          row = await this.deployPlan(trx, row, transition, actor, request.reason);
+          break;
+        case MachineTransition.MACHINE_TRANSITION_RESCUE:
+          await this.deployPlanForRescue(trx, row, options.rescueKeys ?? []);
+          row = await this.transition(trx, row, transition, actor, request.reason);
+          break;
+        case MachineTransition.MACHINE_TRANSITION_DELETE: {
+          const assignment = await getAssignment(trx, row.machineId);
+          await appendAudit(trx, { at: new Date(), actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId: row.machineId, nodeId: assignment?.nodeId ?? '', from: row.state, to: MachineState.MACHINE_STATE_UNSPECIFIED, transition, reason: request.reason, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) });
+          const last = await machineMessage(trx, row);
+          await deleteMachine(trx, row.machineId);
+          return last;
+        }
+        default: {
+          const extra: MachineUpdate = transition === MachineTransition.MACHINE_TRANSITION_MARK_FAILED ? { lastError: request.reason } : {};
+          row = await this.transition(trx, row, transition, actor, request.reason, extra);
+        }
+      }
+      if (plan.assignment === 'drop') await deleteAssignment(trx, row.machineId);
+      if (plan.secrets !== 'keep') {
+        await setInstallToken(trx, row.machineId, null);
+        if (plan.secrets === 'revoke') {
+          await deleteNodeCredentials(trx, row.machineId);
+          await deletePlan(trx, row.machineId);
+        }
+      }
+      return machineMessage(trx, (await lockMachine(trx, row.machineId)) as MachineRow);
+    });
+  }
+
+  private async commissionByOperator(trx: Trx, row: MachineRow, overrides: Partial<NodeAssignment>, actor: Actor, reason: string): Promise<MachineRow> {
+    const cluster = await getClusterState(trx);
+    if (!cluster) throw new FailedPreconditionError('no cluster state has been applied; nothing to commission into');
+    await advisoryLock(trx, LOCK_NAMES);
+    const matched = matchEnrollment(row.inventory, cluster.state, await takenNames(trx, row.machineId));
+    const nodeClass = overrides.nodeClass || matched?.assignment.nodeClass;
+    if (!nodeClass) throw new FailedPreconditionError('no enrollment rule matches this machine: give node_class, pool, node_id and hostname');
+    const classDef = cluster.state.nodeClasses[nodeClass];
+    if (!classDef) throw new InvalidArgumentError({ field: 'node_class', description: `unknown node class "${nodeClass}"` });
+    const unmet = checkMinimumHardware(row.inventory, classDef.minimumHardware);
+    if (unmet.length > 0) throw new FailedPreconditionError(`machine is below the minimum hardware of class ${nodeClass}: ${unmet.map((u) => u.message).join('; ')}`);
+    const pool = overrides.pool || matched?.assignment.pool || '';
+    if (pool && !cluster.state.pools[pool]) throw new InvalidArgumentError({ field: 'pool', description: `unknown pool "${pool}"` });
+    const nodeId = overrides.nodeId || matched?.assignment.nodeId;
+    const hostname = overrides.hostname || matched?.assignment.hostname || nodeId;
+    if (!nodeId || !hostname) throw new InvalidArgumentError({ field: 'node_id', description: 'required when no enrollment rule names the node' });
+    const installProfile = overrides.installProfile || matched?.assignment.installProfile || classDef.installProfile;
+    if (!cluster.state.installProfiles[installProfile]) throw new InvalidArgumentError({ field: 'install_profile', description: `unknown install profile "${installProfile}"` });
+    const overridden = Boolean(overrides.nodeClass || overrides.pool || overrides.nodeId || overrides.hostname);
+    const assignment: NodeAssignment = {
+      nodeId,
+      hostname,
+      nodeClass,
+      pool,
+      labels: { ...(matched?.assignment.labels ?? {}), ...(overrides.labels ?? {}) },
+      failureDomain: overrides.failureDomain || matched?.assignment.failureDomain || '',
+      installProfile,
+      source: overridden || !matched ? AssignmentSource.ASSIGNMENT_SOURCE_OPERATOR : matched.assignment.source,
+      sourceName: overridden || !matched ? actor.name : matched.assignment.sourceName,
+      assignedAt: new Date(),
+      clusterGeneration: cluster.generation,
+    };
+    return this.commission(trx, row, assignment, actor, reason);
+  }
+
+  private async deployPlanForRescue(trx: Trx, row: MachineRow, keys: readonly string[]): Promise<void> {
+    const cluster = await getClusterState(trx);
+    const assignment = await getAssignment(trx, row.machineId);
+    if (!cluster || !assignment) {
+      // Unassigned machines still boot the rescue environment; they get a minimal plan.
+      throw new FailedPreconditionError('rescue needs a node assignment and an applied cluster state');
+    }
+    const rendered = renderInstallPlan({ machineId: row.machineId, inventory: row.inventory, assignment, cluster: cluster.state, generation: cluster.generation, mode: PlanMode.PLAN_MODE_RESCUE, allocated: await allocatedAddresses(trx, row.machineId), extraRescueKeys: keys, now: new Date() });
+    await savePlan(trx, row.machineId, rendered.plan, new Date());
+  }
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
+}

@@ -1,0 +1,335 @@
+// Machine rows and everything hanging off them (MACs, assignment, plan, credentials), mapped
+// to and from the contract's messages. Every function takes the transaction it runs in.
+import { type Kysely, type Selectable, sql, type Transaction } from 'kysely';
+import { NodeAssignment, AssignmentSource } from '../../../gen/ts/ultracloud/assignment/v1/assignment.js';
+import { InstallPlan } from '../../../gen/ts/ultracloud/installplan/v1/installplan.js';
+import { MachineInventory } from '../../../gen/ts/ultracloud/inventory/v1/inventory.js';
+import { InstallProgress, MachineState } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
+import type { Machine, PlanSummary } from '../../../gen/ts/ultracloud/deployer/v1/machine_service.js';
+import { parseStateName, stateName } from '../domain/lifecycle.js';
+import type { DeployerDatabase, JsonDocument, MachinesTable } from './tables.js';
+
+export type DeployerDb = Kysely<DeployerDatabase> | Transaction<DeployerDatabase>;
+
+export interface MachineRow {
+  readonly machineId: string;
+  readonly state: MachineState;
+  readonly previousState: MachineState;
+  readonly resourceVersion: bigint;
+  readonly inventory: MachineInventory;
+  readonly inventoryHash: string;
+  readonly bootId: string;
+  readonly statusMessage: string;
+  readonly lastError: string;
+  readonly installProgress: InstallProgress | undefined;
+  readonly createdAt: Date;
+  readonly stateChangedAt: Date;
+  readonly updatedAt: Date;
+  readonly lastSeenAt: Date;
+  readonly progressAt: Date | null;
+}
+
+export function stateFromColumn(value: string | null): MachineState {
+  if (!value) return MachineState.MACHINE_STATE_UNSPECIFIED;
+  const state = parseStateName(value);
+  if (state === undefined) throw new Error(`unknown machine state in database: ${value}`);
+  return state;
+}
+
+export async function nextResourceVersion(db: DeployerDb): Promise<bigint> {
+  const { rows } = await sql<{ v: bigint }>`SELECT nextval(${sql.lit('deployer.resource_version_seq')}::regclass) AS v`.execute(db);
+  return BigInt((rows[0] as { v: bigint | string }).v);
+}
+
+function toRow(r: Selectable<MachinesTable>): MachineRow {
+  return {
+    machineId: r.machine_id,
+    state: stateFromColumn(r.state),
+    previousState: stateFromColumn(r.previous_state),
+    resourceVersion: BigInt(r.resource_version),
+    inventory: MachineInventory.fromJSON(r.inventory),
+    inventoryHash: r.inventory_hash,
+    bootId: r.boot_id,
+    statusMessage: r.status_message,
+    lastError: r.last_error,
+    installProgress: r.install_progress ? InstallProgress.fromJSON(r.install_progress) : undefined,
+    createdAt: r.created_at,
+    stateChangedAt: r.state_changed_at,
+    updatedAt: r.updated_at,
+    lastSeenAt: r.last_seen_at,
+    progressAt: r.progress_at,
+  };
+}
+
+/** Locks and returns the machine, or undefined. */
+export async function lockMachine(trx: DeployerDb, machineId: string): Promise<MachineRow | undefined> {
+  const row = await trx.selectFrom('machines').selectAll().where('machine_id', '=', machineId).forUpdate().executeTakeFirst();
+  return row ? toRow(row) : undefined;
+}
+
+export async function getMachineRow(db: DeployerDb, machineId: string): Promise<MachineRow | undefined> {
+  const row = await db.selectFrom('machines').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
+  return row ? toRow(row) : undefined;
+}
+
+/** The machine that owns this DMI UUID or any of these MACs, locked. */
+export async function lockMachineByIdentity(trx: DeployerDb, systemUuid: string | undefined, macs: readonly string[]): Promise<MachineRow | undefined> {
+  let machineId: string | undefined;
+  if (systemUuid) {
+    machineId = (await trx.selectFrom('machines').select('machine_id').where('system_uuid', '=', systemUuid).executeTakeFirst())?.machine_id;
+  }
+  if (!machineId && macs.length > 0) {
+    machineId = (await trx.selectFrom('machine_macs').select('machine_id').where('mac', 'in', [...macs]).orderBy('machine_id').executeTakeFirst())?.machine_id;
+  }
+  return machineId ? lockMachine(trx, machineId) : undefined;
+}
+
+export interface NewMachine {
+  readonly machineId: string;
+  readonly systemUuid: string | undefined;
+  readonly serial: string | undefined;
+  readonly inventory: MachineInventory;
+  readonly inventoryHash: string;
+  readonly bootId: string;
+  readonly sessionSecretHash: string;
+  readonly resourceVersion: bigint;
+  readonly now: Date;
+}
+
+export async function insertMachine(trx: DeployerDb, m: NewMachine): Promise<void> {
+  await trx
+    .insertInto('machines')
+    .values({
+      machine_id: m.machineId,
+      system_uuid: m.systemUuid ?? null,
+      serial: m.serial ?? null,
+      state: stateName(MachineState.MACHINE_STATE_DISCOVERED),
+      previous_state: null,
+      resource_version: m.resourceVersion,
+      inventory: MachineInventory.toJSON(m.inventory) as JsonDocument,
+      inventory_hash: m.inventoryHash,
+      boot_id: m.bootId,
+      status_message: '',
+      last_error: '',
+      session_secret_hash: m.sessionSecretHash,
+      created_at: m.now,
+      updated_at: m.now,
+      state_changed_at: m.now,
+      last_seen_at: m.now,
+    })
+    .execute();
+}
+
+/** Replaces the machine's MAC set; a MAC claimed by another machine moves to this one. */
+export async function setMachineMacs(trx: DeployerDb, machineId: string, macs: readonly string[]): Promise<void> {
+  await trx.deleteFrom('machine_macs').where('machine_id', '=', machineId).execute();
+  if (macs.length === 0) return;
+  await trx
+    .insertInto('machine_macs')
+    .values(macs.map((mac) => ({ mac, machine_id: machineId })))
+    .onConflict((oc) => oc.column('mac').doUpdateSet({ machine_id: machineId }))
+    .execute();
+}
+
+export interface MachineUpdate {
+  state?: MachineState;
+  previousState?: MachineState;
+  inventory?: MachineInventory;
+  inventoryHash?: string;
+  systemUuid?: string | null;
+  serial?: string | null;
+  bootId?: string;
+  statusMessage?: string;
+  lastError?: string;
+  installProgress?: InstallProgress | null;
+  sessionSecretHash?: string | null;
+  seen?: boolean;
+  progress?: boolean;
+}
+
+/** Applies the update with a new resource_version; returns it. */
+export async function updateMachine(trx: DeployerDb, current: MachineRow, update: MachineUpdate, now: Date): Promise<bigint> {
+  const rv = await nextResourceVersion(trx);
+  const stateChanged = update.state !== undefined && update.state !== current.state;
+  await trx
+    .updateTable('machines')
+    .set({
+      resource_version: rv,
+      updated_at: now,
+      ...(update.state !== undefined ? { state: stateName(update.state) } : {}),
+      ...(stateChanged ? { state_changed_at: now } : {}),
+      ...(update.previousState !== undefined
+        ? { previous_state: update.previousState === MachineState.MACHINE_STATE_UNSPECIFIED ? null : stateName(update.previousState) }
+        : {}),
+      ...(update.inventory ? { inventory: MachineInventory.toJSON(update.inventory) as JsonDocument } : {}),
+      ...(update.inventoryHash !== undefined ? { inventory_hash: update.inventoryHash } : {}),
+      ...(update.systemUuid !== undefined ? { system_uuid: update.systemUuid } : {}),
+      ...(update.serial !== undefined ? { serial: update.serial } : {}),
+      ...(update.bootId !== undefined ? { boot_id: update.bootId } : {}),
+      ...(update.statusMessage !== undefined ? { status_message: update.statusMessage } : {}),
+      ...(update.lastError !== undefined ? { last_error: update.lastError } : {}),
+      ...(update.installProgress !== undefined
+        ? { install_progress: update.installProgress ? (InstallProgress.toJSON(update.installProgress) as JsonDocument) : null }
+        : {}),
+      ...(update.sessionSecretHash !== undefined ? { session_secret_hash: update.sessionSecretHash } : {}),
+      ...(update.seen ? { last_seen_at: now } : {}),
+      ...(update.progress ? { progress_at: now } : {}),
+    })
+    .where('machine_id', '=', current.machineId)
+    .execute();
+  return rv;
+}
+
+export async function deleteMachine(trx: DeployerDb, machineId: string): Promise<void> {
+  await trx.deleteFrom('machines').where('machine_id', '=', machineId).execute();
+}
+
+// ---- assignments ------------------------------------------------------------------------------
+
+export async function getAssignment(db: DeployerDb, machineId: string): Promise<NodeAssignment | undefined> {
+  const r = await db.selectFrom('assignments').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
+  if (!r) return undefined;
+  return {
+    nodeId: r.node_id,
+    hostname: r.hostname,
+    nodeClass: r.node_class,
+    pool: r.pool,
+    labels: r.labels,
+    failureDomain: r.failure_domain,
+    installProfile: r.install_profile,
+    source: AssignmentSource[r.source as keyof typeof AssignmentSource] ?? AssignmentSource.ASSIGNMENT_SOURCE_UNSPECIFIED,
+    sourceName: r.source_name,
+    assignedAt: r.assigned_at,
+    clusterGeneration: BigInt(r.cluster_generation),
+  };
+}
+
+export async function insertAssignment(trx: DeployerDb, machineId: string, a: NodeAssignment): Promise<void> {
+  await trx
+    .insertInto('assignments')
+    .values({
+      machine_id: machineId,
+      node_id: a.nodeId,
+      hostname: a.hostname,
+      node_class: a.nodeClass,
+      pool: a.pool,
+      labels: JSON.stringify(a.labels),
+      failure_domain: a.failureDomain,
+      install_profile: a.installProfile,
+      source: AssignmentSource[a.source],
+      source_name: a.sourceName,
+      assigned_at: a.assignedAt ?? new Date(),
+      cluster_generation: a.clusterGeneration,
+    })
+    .execute();
+}
+
+export async function deleteAssignment(trx: DeployerDb, machineId: string): Promise<void> {
+  await trx.deleteFrom('assignments').where('machine_id', '=', machineId).execute();
+  await trx.deleteFrom('address_allocations').where('machine_id', '=', machineId).execute();
+}
+
+/** node_ids and hostnames held by machines other than `exceptMachineId`. */
+export async function takenNames(db: DeployerDb, exceptMachineId: string): Promise<{ nodeIds: Set<string>; hostnames: Set<string> }> {
+  const rows = await db.selectFrom('assignments').select(['node_id', 'hostname']).where('machine_id', '!=', exceptMachineId).execute();
+  return { nodeIds: new Set(rows.map((r) => r.node_id)), hostnames: new Set(rows.map((r) => r.hostname)) };
+}
+
+export async function namesInUse(db: DeployerDb): Promise<{ nodeClasses: Set<string>; pools: Set<string>; installProfiles: Set<string>; nodeIds: Set<string> }> {
+  const rows = await db.selectFrom('assignments').select(['node_class', 'pool', 'install_profile', 'node_id']).execute();
+  return {
+    nodeClasses: new Set(rows.map((r) => r.node_class)),
+    pools: new Set(rows.map((r) => r.pool)),
+    installProfiles: new Set(rows.map((r) => r.install_profile)),
+    nodeIds: new Set(rows.map((r) => r.node_id)),
+  };
+}
+
+// ---- plans and address allocations -------------------------------------------------------------
+
+export interface PlanRow {
+  readonly plan: InstallPlan;
+  readonly createdAt: Date;
+  readonly fetchedAt: Date | null;
+  readonly clusterGeneration: bigint;
+}
+
+export async function getPlan(db: DeployerDb, machineId: string): Promise<PlanRow | undefined> {
+  const r = await db.selectFrom('install_plans').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
+  if (!r) return undefined;
+  return { plan: InstallPlan.fromJSON(r.plan), createdAt: r.created_at, fetchedAt: r.fetched_at, clusterGeneration: BigInt(r.cluster_generation) };
+}
+
+export async function savePlan(trx: DeployerDb, machineId: string, plan: InstallPlan, now: Date): Promise<void> {
+  const values = { plan: InstallPlan.toJSON(plan) as JsonDocument, created_at: now, fetched_at: null, cluster_generation: plan.clusterGeneration };
+  await trx
+    .insertInto('install_plans')
+    .values({ machine_id: machineId, ...values })
+    .onConflict((oc) => oc.column('machine_id').doUpdateSet(values))
+    .execute();
+}
+
+export async function markPlanFetched(trx: DeployerDb, machineId: string, now: Date): Promise<void> {
+  await trx.updateTable('install_plans').set({ fetched_at: now }).where('machine_id', '=', machineId).execute();
+}
+
+export async function deletePlan(trx: DeployerDb, machineId: string): Promise<void> {
+  await trx.deleteFrom('install_plans').where('machine_id', '=', machineId).execute();
+}
+
+export async function allocatedAddresses(db: DeployerDb, exceptMachineId: string): Promise<Map<string, Set<string>>> {
+  const rows = await db.selectFrom('address_allocations').select(['network', 'address']).where('machine_id', '!=', exceptMachineId).execute();
+  const out = new Map<string, Set<string>>();
+  for (const r of rows) {
+    let set = out.get(r.network);
+    if (!set) out.set(r.network, (set = new Set()));
+    set.add(r.address);
+  }
+  return out;
+}
+
+export async function recordAllocation(trx: DeployerDb, machineId: string, network: string, address: string): Promise<void> {
+  await trx.deleteFrom('address_allocations').where('machine_id', '=', machineId).execute();
+  await trx.insertInto('address_allocations').values({ network, address, machine_id: machineId }).execute();
+}
+
+// ---- the Machine message ---------------------------------------------------------------------
+
+export function planSummary(p: PlanRow): PlanSummary {
+  const { plan } = p;
+  return {
+    mode: plan.mode,
+    installProfile: plan.installProfile,
+    flakeRef: plan.flakeRef,
+    flakeAttr: plan.flakeAttr,
+    rootDiskByIdPath: plan.disk?.byIdPath ?? '',
+    rootDiskSizeBytes: plan.disk?.sizeBytes ?? 0n,
+    matchedHints: plan.disk?.matchedHints ?? [],
+    wipePolicy: plan.disk?.wipePolicy ?? 0,
+    bundleUrl: plan.bundleUrl,
+    bundleSha256: plan.bundleSha256,
+    createdAt: p.createdAt,
+    fetchedAt: p.fetchedAt ?? undefined,
+    clusterGeneration: p.clusterGeneration,
+  };
+}
+
+export async function machineMessage(db: DeployerDb, row: MachineRow): Promise<Machine> {
+  const [assignment, plan] = await Promise.all([getAssignment(db, row.machineId), getPlan(db, row.machineId)]);
+  return {
+    machineId: row.machineId,
+    state: row.state,
+    resourceVersion: row.resourceVersion,
+    inventory: { ...row.inventory, machineId: row.machineId, inventoryHash: row.inventoryHash },
+    assignment,
+    createdAt: row.createdAt,
+    updatedAt: row.updatedAt,
+    stateChangedAt: row.stateChangedAt,
+    lastError: row.lastError,
+    installProgress: row.installProgress,
+    plan: plan ? planSummary(plan) : undefined,
+    previousState: row.previousState,
+    lastSeenAt: row.lastSeenAt,
+    statusMessage: row.statusMessage,
+  };
+}
