@@ -197,7 +197,7 @@ export class Deployer {
   }
 
   /** Discovered/inspected machines move forward as far as enrollment rules allow. */
-  private async enroll(trx: Trx, row: MachineRow, actor: Actor): Promise<MachineRow> {
+  private async enroll(trx: Trx, row: MachineRow): Promise<MachineRow> {
     const cluster = await getClusterState(trx);
     let current = row;
     let result: ReturnType<typeof matchEnrollment> | undefined;
@@ -272,12 +272,12 @@ export class Deployer {
       }
       if (!existing) {
         const machineId = `m-${randomUUID()}`;
-        const rv = await (await import('./store/machines.js')).nextResourceVersion(trx);
+        const rv = await nextResourceVersion(trx);
         await insertMachine(trx, { machineId, systemUuid: uuid, serial, inventory, inventoryHash: hash, bootId: input.bootId, sessionSecretHash: session.hash, resourceVersion: rv, now });
         await setMachineMacs(trx, machineId, macs);
         await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${input.installerVersion || 'unknown'}`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: rv, ...(actor.peer ? { peer: actor.peer } : {}) });
         this.log.info({ event: 'machine.discovered', machine_id: machineId });
-        return this.enroll(trx, (await lockMachine(trx, machineId)) as MachineRow, actor);
+        return this.enroll(trx, (await lockMachine(trx, machineId)) as MachineRow);
       }
       const previousBoot = existing.bootId;
       const changed = existing.inventoryHash !== hash;
@@ -300,7 +300,7 @@ export class Deployer {
         current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, SYSTEM_ACTOR, reason, { lastError: reason });
         await setInstallToken(trx, current.machineId, null);
       } else {
-        current = await this.enroll(trx, current, actor);
+        current = await this.enroll(trx, current);
       }
       return current;
     });

@@ -30,7 +30,6 @@ export function machineService(deployer: Deployer, reader: MachineReader): Servi
       if (!found) throw new NotFoundError(`machine ${req.key.value} not found`);
       return found;
     },
-    // eslint-disable-next-line require-yield
     async *watchMachines() {
       throw new ServerError(Status.UNIMPLEMENTED, 'WatchMachines is not available in this version; poll ListMachines');
     },
