@@ -1,7 +1,9 @@
 // deployer-ctl: the operator CLI. It talks to the control plane over gRPC only.
 import { Command, CommanderError } from 'commander';
+import { ClientError, Status } from 'nice-grpc';
 import { type GlobalOptions, openConnection } from './connection.js';
-import { EXIT } from './output.js';
+import { EXIT, UsageError } from './output.js';
+import { listMachinesCommand, showMachineCommand, type ListOptions } from './commands/machines.js';
 import { statusCommand } from './commands/status.js';
 
 const program = new Command('deployer-ctl')
@@ -38,11 +40,35 @@ program
     ),
   );
 
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+const machines = program.command('machines').description('the machine inventory');
+machines
+  .command('list')
+  .description('list machines (table: hostname, node id, state, class, pool, ip, disk, age)')
+  .option('--state <state>', 'only machines in this state (repeatable, or comma-separated)', collect)
+  .option('-l, --label <key=value>', 'only machines with this label (repeatable)', collect)
+  .option('--class <name>', 'only machines of this node class')
+  .option('--pool <name>', 'only machines of this pool')
+  .option('-q, --query <text>', 'free text over hostname, node id, serial, MAC and machine id')
+  .action((opts: ListOptions) => withConnection((c) => listMachinesCommand(c, opts)));
+machines
+  .command('show')
+  .argument('<machine>', 'machine id, hostname or node id')
+  .description('everything known about one machine, with its recent events')
+  .action((name: string) => withConnection((c) => showMachineCommand(c, name)));
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  } else if (err instanceof UsageError) {
+    console.error(`deployer-ctl: ${err.message}`);
+    process.exitCode = EXIT.usage;
+  } else if (err instanceof ClientError) {
+    console.error(`deployer-ctl: ${Status[err.code]}: ${err.details}`);
+    process.exitCode = err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED ? EXIT.unavailable : EXIT.rejected;
   } else {
     console.error(`deployer-ctl: ${(err as Error).message}`);
     process.exitCode = EXIT.rejected;

@@ -32,3 +32,11 @@ export const EXIT = {
   /** The server refused: bad input, wrong state, not allowed. */
   rejected: 4,
 } as const;
+
+/** Bad flags or arguments noticed after parsing (exit code 2). */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}

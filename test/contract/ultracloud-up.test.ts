@@ -152,6 +152,27 @@ test.serial('deployer-ctl status --json, run next to the state dir, reports ever
   t.is(run.code, expectedCode, `stdout:\n${run.stdout}\nstderr:\n${run.stderr}`);
 });
 
+test.serial('the deployer is served, and an RPC with an empty required field answers INVALID_ARGUMENT naming the field', async (t) => {
+  t.true(listening.includes('ultracloud.bootstrap.v1.BootstrapService'), `served: ${listening.join(', ')}`);
+  const joinToken = readFileSync(join(up.stateDir, 'join.token'), 'utf8').trim();
+  const discover = await bufCurl(up.address, ['-H', `authorization: Bearer ${joinToken}`, '--data', '{"bootId":"b"}'], { path: 'ultracloud.bootstrap.v1.BootstrapService/Discover' });
+  t.not(discover.code, 0);
+  t.regex(discover.stdout + discover.stderr, /invalid_argument/);
+  t.regex(discover.stdout + discover.stderr, /inventory: required/);
+
+  const admin = readFileSync(join(up.stateDir, 'admin.token'), 'utf8').trim();
+  const apply = await bufCurl(up.address, ['-H', `authorization: Bearer ${admin}`, '--data', '{"dryRun":true}'], { path: 'ultracloud.deployer.v1.ClusterService/ApplyClusterState' });
+  t.regex(apply.stdout + apply.stderr, /invalid_argument/);
+  t.regex(apply.stdout + apply.stderr, /state: required/);
+
+  // Nothing was written: no machine, no cluster state.
+  const list = await bufCurl(up.address, ['-H', `authorization: Bearer ${admin}`, '--data', '{}'], { path: 'ultracloud.deployer.v1.MachineService/ListMachines' });
+  t.is(list.code, 0, describeResult('ListMachines', list));
+  t.notRegex(list.stdout, /machineId/);
+  const state = await bufCurl(up.address, ['-H', `authorization: Bearer ${admin}`, '--data', '{}'], { path: 'ultracloud.deployer.v1.ClusterService/GetClusterState' });
+  t.regex(state.stdout + state.stderr, /not_found/);
+});
+
 test.serial('SIGTERM ends an open Health/Watch stream with UNAVAILABLE and exits 0', async (t) => {
   const channel = createChannel(up.address);
   t.teardown(() => channel.close());
