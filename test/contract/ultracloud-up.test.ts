@@ -12,6 +12,9 @@ import test from 'ava';
 import { ClientError, createChannel, createClient, Status } from 'nice-grpc';
 import { HealthCheckResponse_ServingStatus, HealthDefinition } from '../../gen/ts/grpc/health/v1/health.js';
 import { REFLECTION_IMAGE_PATH } from '../../lib/grpc/image.js';
+import { BootstrapServiceDefinition } from '../../gen/ts/ultracloud/bootstrap/v1/bootstrap_service.js';
+import { MachineInventory } from '../../gen/ts/ultracloud/inventory/v1/inventory.js';
+import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
 import { bufCurl, describeResult, outputLines } from '../helpers/buf.js';
 import { DEPLOYER_CTL_BIN, startUltracloud, ULTRACLOUD_BIN, type UltracloudProcess } from '../helpers/ultracloud-process.js';
 
@@ -171,6 +174,49 @@ test.serial('the deployer is served, and an RPC with an empty required field ans
   t.notRegex(list.stdout, /machineId/);
   const state = await bufCurl(up.address, ['-H', `authorization: Bearer ${admin}`, '--data', '{}'], { path: 'ultracloud.deployer.v1.ClusterService/GetClusterState' });
   t.regex(state.stdout + state.stderr, /not_found/);
+});
+
+test.serial('deployer-ctl machines list and show present a discovered machine, with exit codes scripts can rely on', async (t) => {
+  const joinToken = readFileSync(join(up.stateDir, 'join.token'), 'utf8').trim();
+  const installer = createServiceClient(BootstrapServiceDefinition, openChannel(up.address), { token: joinToken });
+  const discovered = await installer.discover({
+    bootId: 'boot-1',
+    installerVersion: 'test',
+    inventory: MachineInventory.fromPartial({
+      identity: { systemUuid: '4c4c4544-0042-3510-8051-b4c04f4e4d31', serialNumber: 'CLI-TEST-1', vendor: 'Dell Inc.', productName: 'OptiPlex 7080' },
+      cpu: { model: 'Intel(R) Core(TM) i7-10700', cores: 8, threads: 16 },
+      memoryBytes: 32n * 1024n ** 3n,
+      disks: [{ name: 'nvme0n1', sizeBytes: 512n * 1024n ** 3n, model: 'Samsung SSD 980', serial: 'S64DNF0R123456', byIdLinks: ['/dev/disk/by-id/nvme-Samsung_SSD_980_S64DNF0R123456'] }],
+      nics: [{ name: 'eno1', macAddress: '3c:ec:ef:00:11:22', permanentMacAddress: '3c:ec:ef:00:11:22', linkUp: true, speedMbps: 1000 }],
+    }),
+  });
+  t.regex(discovered.machineId, /^m-/);
+  const env = cleanEnv();
+  const list = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, 'machines', 'list'], { cwd: workDir, env });
+  t.is(list.code, 0, list.stderr);
+  t.regex(list.stdout, /^HOSTNAME\s+NODE ID\s+STATE\s+CLASS\s+POOL\s+IP\s+DISK\s+AGE\s+MACHINE ID$/m);
+  t.true(list.stdout.includes(discovered.machineId), list.stdout);
+  t.regex(list.stdout, /inspected/);
+
+  const json = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, '--json', 'machines', 'list', '--state', 'inspected'], { cwd: workDir, env });
+  t.is(json.code, 0, json.stderr);
+  const parsed = JSON.parse(json.stdout) as { machines: { machineId: string }[] };
+  t.deepEqual(parsed.machines.map((m) => m.machineId), [discovered.machineId]);
+
+  const show = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, 'machines', 'show', discovered.machineId], { cwd: workDir, env });
+  t.is(show.code, 0, show.stderr);
+  t.regex(show.stdout, /^state\s+inspected/m);
+  t.regex(show.stdout, /^serial\s+CLI-TEST-1/m);
+  t.regex(show.stdout, /recent events:/);
+
+  const missing = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, 'machines', 'show', 'no-such-host'], { cwd: workDir, env });
+  t.is(missing.code, 4);
+  t.regex(missing.stderr, /no machine named no-such-host/);
+  const usage = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, 'machines', 'list', '--state', 'bogus'], { cwd: workDir, env });
+  t.is(usage.code, 2);
+  t.regex(usage.stderr, /unknown state "bogus"/);
+  const down = await runNode([DEPLOYER_CTL_BIN, '--server', '127.0.0.1:1', 'machines', 'list'], { cwd: workDir, env });
+  t.is(down.code, 3);
 });
 
 test.serial('SIGTERM ends an open Health/Watch stream with UNAVAILABLE and exits 0', async (t) => {
