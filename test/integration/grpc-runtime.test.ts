@@ -163,11 +163,21 @@ test('grpc-js servers accept the clients keepalive pings, even far more frequent
 
 test('stop lets an in-flight unary call finish and then refuses new connections', async (t) => {
   let release: () => void = () => undefined;
+  let entered: () => void = () => undefined;
   const gate = new Promise<void>((r) => (release = r));
-  const server = await serve(t, clusterService({ get: () => gate }));
+  const inHandler = new Promise<void>((r) => (entered = r));
+  const server = await serve(
+    t,
+    clusterService({
+      get: () => {
+        entered();
+        return gate;
+      },
+    }),
+  );
   const client = createServiceClient(ClusterServiceDefinition, openChannel(server.address), { token: SECRET });
   const inFlight = client.getClusterState({});
-  await new Promise((r) => setTimeout(r, 100));
+  await inHandler;
   const stopped = server.stop();
   setTimeout(release, 100);
   t.is((await inFlight).generation, 7n);
