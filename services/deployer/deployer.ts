@@ -32,7 +32,7 @@ import { blockedRemovals, clusterStateHash, diffClusterState, validateClusterSta
 import { checkMinimumHardware, matchEnrollment } from './domain/enrollment.js';
 import { renderInstallPlan } from './domain/install-plan.js';
 import { inventoryHash, normaliseInventory, primaryMacSet, validateInventory } from './domain/inventory.js';
-import { type LifecycleTransition, planTransition, stateName } from './domain/lifecycle.js';
+import { allowedTransitions, type LifecycleTransition, planTransition, stateName } from './domain/lifecycle.js';
 import { appendAudit } from './store/audit.js';
 import { type AppliedClusterState, getClusterState, saveClusterState } from './store/cluster.js';
 import { deleteNodeCredentials, saveNodeCredentials, setInstallToken } from './store/credentials.js';
@@ -95,6 +95,7 @@ type Trx = Transaction<DeployerDatabase>;
 
 // Advisory lock keys (arbitrary constants, unique within this schema's use).
 const LOCK_NEW_MACHINE = 0x75630001;
+// node_ids, hostnames and pool addresses: each is read as "what is free" and then taken.
 const LOCK_NAMES = 0x75630002;
 const LOCK_CLUSTER_STATE = 0x75630003;
 
@@ -171,6 +172,8 @@ export class Deployer {
     try {
       if (!cluster) throw new FailedPreconditionError('no cluster state has been applied');
       if (!assignment) throw new FailedPreconditionError('machine has no node assignment');
+      // Concurrent Deploys would otherwise all pick the same lowest free pool address.
+      await advisoryLock(trx, LOCK_NAMES);
       const rendered = renderInstallPlan({
         machineId: row.machineId,
         inventory: row.inventory,
@@ -186,6 +189,9 @@ export class Deployer {
       if (rendered.allocation) await recordAllocation(trx, row.machineId, rendered.allocation.network, rendered.allocation.address);
     } catch (err) {
       if (!(err instanceof FailedPreconditionError) || mode === PlanMode.PLAN_MODE_RESCUE) throw err;
+      // A machine that is already FAILED (an operator Retry) stays as it is: the caller is told
+      // why the plan still cannot be rendered, instead of that FAILED -> FAILED is no edge.
+      if (!allowedTransitions(row.state).includes(MachineTransition.MACHINE_TRANSITION_PLAN_FAILED)) throw err;
       // The machine's hardware does not fit the policy (no or several root disks, pool
       // exhausted): record it on the machine rather than failing the caller's request.
       const failed = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_PLAN_FAILED, SYSTEM_ACTOR, err.message, { lastError: err.message });

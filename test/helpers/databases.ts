@@ -112,13 +112,7 @@ export function storageTest<DB = unknown>(title: string, implementation: Storage
   for (const target of databaseTargets()) {
     const targetTitle = `${title} [${target.name}]`;
     if (!target.available) {
-      if (target.required) {
-        test(targetTitle, (t) => {
-          t.fail(target.reason);
-        });
-      } else {
-        test.skip(`${targetTitle} — skipped: ${target.reason}`, () => undefined);
-      }
+      unavailableTargetTest(targetTitle, target);
       continue;
     }
     test(targetTitle, async (t) => {
@@ -126,6 +120,20 @@ export function storageTest<DB = unknown>(title: string, implementation: Storage
       t.teardown(() => database.close());
       await implementation(t, database.db, target.name);
     });
+  }
+}
+
+/**
+ * Registers the test that stands in for one that cannot run on `target`: skipped with the reason
+ * in its title, or under CI failing with it.
+ */
+export function unavailableTargetTest(targetTitle: string, target: UnavailableDatabaseTarget): void {
+  if (target.required) {
+    test(targetTitle, (t) => {
+      t.fail(target.reason);
+    });
+  } else {
+    test.skip(`${targetTitle} — skipped: ${target.reason}`, () => undefined);
   }
 }
 
