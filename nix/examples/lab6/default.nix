@@ -1,0 +1,1 @@
+(import ../../lib/cluster-schema.nix).evalCluster (import ./cluster.nix)
