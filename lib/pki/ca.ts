@@ -1,6 +1,8 @@
 // The cluster certificate authority: one self-signed ECDSA P-256 root that signs every node's and
 // service's TLS certificate. The deployer creates it on first start and persists it as PEM (the
-// private key sealed, see sealed.ts); nodes get its certificate as their CA chain.
+// private key sealed, see sealed.ts); nodes get its certificate as their CA chain. The root is
+// encoded by @peculiar/x509 — made once, so its speed does not matter; leaves, the hot path, are
+// encoded in issue.ts.
 import 'reflect-metadata'; // tsyringe, used inside @peculiar/x509, needs it loaded first
 import * as x509 from '@peculiar/x509';
 import { createPrivateKey, KeyObject, randomBytes, webcrypto, X509Certificate } from 'node:crypto';

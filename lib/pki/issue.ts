@@ -264,11 +264,15 @@ function pem(label: string, bytes: Buffer, width: number): string {
 
 /** A fresh ed25519 SSH host key in the formats sshd reads (ssh_host_ed25519_key and its .pub). */
 export function generateSshHostKey(comment: string): SshHostKeyPair {
-  const { privateKey } = generateKeyPairSync('ed25519');
-  const jwk = privateKey.export({ format: 'jwk' });
-  if (jwk.d === undefined || jwk.x === undefined) throw new Error('ed25519 key export lacks its raw parts');
-  const seed = Buffer.from(jwk.d, 'base64url');
-  const publicKey = Buffer.from(jwk.x, 'base64url');
+  const keys = generateKeyPairSync('ed25519');
+  // Raw parts from DER, not JWK: Node 20 holds the key's mutex while building a JWK object, and a GC
+  // finalising the keygen job in between locks it again — an intermittent deadlock seen here.
+  // RFC 8410 fixes both encodings, with the 32 raw bytes at the end.
+  const pkcs8 = keys.privateKey.export({ type: 'pkcs8', format: 'der' });
+  const spki = keys.publicKey.export({ type: 'spki', format: 'der' });
+  if (pkcs8.length !== 48 || spki.length !== 44) throw new Error('unexpected ed25519 key encoding');
+  const seed = pkcs8.subarray(16);
+  const publicKey = spki.subarray(12);
   return {
     privateKey: encodeOpenSshEd25519PrivateKey(seed, publicKey, comment),
     publicKey: encodeOpenSshEd25519PublicKey(publicKey, comment),

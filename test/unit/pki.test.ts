@@ -134,6 +134,8 @@ test('a node certificate has CN = node_id, SANs hostname, FQDN and node_id, and 
   t.is(parsed.getExtension(x509.KeyUsagesExtension)?.usages, x509.KeyUsageFlags.digitalSignature);
   t.false(parsed.getExtension(x509.BasicConstraintsExtension)?.ca);
   t.is(parsed.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId, ca.subjectKeyId);
+  const spki = createPublicKey(creds.tlsPrivateKeyPem).export({ type: 'spki', format: 'der' });
+  t.is(parsed.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId, createHash('sha1').update(spki.subarray(-65)).digest('hex'));
   t.true(await parsed.verify({ publicKey: await new x509.X509Certificate(ca.certificatePem).publicKey.export() }));
 });
 
@@ -167,11 +169,44 @@ test('names that cannot be DNS SANs are rejected, naming every bad field', async
   await t.throwsAsync(issueNodeCredentials(ca, { nodeId: 'n1', hostname: 'h1', domain: 'bad..example' }), { message: /^domain:/ });
 });
 
+test('certificates pass OpenSSL strict X.509 verification against the CA', async (t) => {
+  const dir = tempDir();
+  const ca = await sharedCa();
+  const node = await issueNodeCredentials(ca, { nodeId: 'worker-01', hostname: 'worker-01', domain: 'lab.example', now });
+  const server = await issueControlPlaneCertificate(ca, { ipAddresses: ['fd00::1:2'], now });
+  writeFileSync(join(dir, 'ca.pem'), ca.certificatePem);
+  writeFileSync(join(dir, 'node.pem'), node.tlsCertificatePem);
+  writeFileSync(join(dir, 'server.pem'), server.certificatePem);
+  // -attime: everything here is dated `now`; check an hour later, inside every validity window.
+  const at = String(Math.floor(now.getTime() / 1000) + 3600);
+  const purposes = [['sslclient', 'node.pem'], ['sslserver', 'node.pem'], ['sslserver', 'server.pem']];
+  for (const [purpose, file] of purposes) {
+    const { stdout } = await run('openssl', ['verify', '-x509_strict', '-attime', at, '-purpose', purpose!, '-CAfile', join(dir, 'ca.pem'), join(dir, file!)]);
+    t.regex(stdout, /: OK\n$/, `${file} as ${purpose}`);
+  }
+});
+
+test('validity past 2049 is encoded as GeneralizedTime and read back exactly', async (t) => {
+  const ca = await createClusterCa({ now: new Date('2045-01-01T00:00:00Z') });
+  const issuedAt = new Date('2049-12-01T00:00:00Z');
+  const creds = await issueNodeCredentials(ca, { nodeId: 'n1', hostname: 'n1', now: issuedAt, validityDays: 60 });
+  const cert = new X509Certificate(creds.tlsCertificatePem);
+  t.is(Date.parse(cert.validFrom), issuedAt.getTime() - 5 * 60_000); // UTCTime, 2049
+  t.is(Date.parse(cert.validTo), issuedAt.getTime() + 60 * DAY_MS); // GeneralizedTime, 2050
+  t.is(new x509.X509Certificate(creds.tlsCertificatePem).notAfter.toISOString(), '2050-01-30T00:00:00.000Z');
+  t.true(cert.verify(new X509Certificate(ca.certificatePem).publicKey));
+});
+
 test('the control-plane certificate covers localhost, 127.0.0.1, ::1 and the given names', async (t) => {
   const ca = await sharedCa();
-  const issued = await issueControlPlaneCertificate(ca, { dnsNames: ['deployer.lab.example'], ipAddresses: ['10.0.0.5'] });
+  const issued = await issueControlPlaneCertificate(ca, { dnsNames: ['deployer.lab.example'], ipAddresses: ['10.0.0.5', 'fd00::1:2', '::ffff:10.1.2.3'] });
   const cert = new X509Certificate(issued.certificatePem);
-  t.is(cert.subjectAltName, 'DNS:localhost, DNS:deployer.lab.example, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.0.0.5');
+  t.is(
+    cert.subjectAltName,
+    'DNS:localhost, DNS:deployer.lab.example, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.0.0.5, ' +
+      'IP Address:FD00:0:0:0:0:0:1:2, IP Address:0:0:0:0:0:FFFF:A01:203',
+  );
+  t.is(cert.checkIP('fd00::1:2'), 'fd00::1:2');
   t.is(cert.checkHost('localhost'), 'localhost');
   t.is(cert.checkIP('127.0.0.1'), '127.0.0.1');
   t.is(cert.checkIP('::1'), '::1');
@@ -276,8 +311,8 @@ test('the SSH host key is a well-formed openssh-key-v1 file whose seed derives i
   t.is(decoded.publicBlob.toString('base64'), key.publicKey.split(' ')[1] ?? '');
   // Independent check of the seed: PKCS#8-wrap it, let OpenSSL derive the public key.
   const pkcs8 = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), decoded.seed]);
-  const derived = createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' }).x;
-  t.is(derived ?? '', decoded.pub.toString('base64url'));
+  const derived = createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({ type: 'spki', format: 'der' });
+  t.deepEqual(derived.subarray(-32), decoded.pub);
 });
 
 test('ssh-keygen reads the private key, derives the same public line, and signs with it', async (t) => {
