@@ -14,7 +14,7 @@ import {
 import type { ApplyClusterStateResponse, GetClusterStateResponse } from '../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
 import type { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import type { Machine } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
-import { PlanMode } from '../../gen/ts/ultracloud/installplan/v1/installplan.js';
+import { AddressMode, PlanMode } from '../../gen/ts/ultracloud/installplan/v1/installplan.js';
 import type { MachineInventory } from '../../gen/ts/ultracloud/inventory/v1/inventory.js';
 import {
   ActorKind,
@@ -32,9 +32,9 @@ import { blockedRemovals, clusterStateHash, diffClusterState, validateClusterSta
 import { checkMinimumHardware, matchEnrollment } from './domain/enrollment.js';
 import { renderInstallPlan } from './domain/install-plan.js';
 import { inventoryHash, normaliseInventory, primaryMacSet, validateInventory } from './domain/inventory.js';
-import { allowedTransitions, type LifecycleTransition, planTransition, stateName } from './domain/lifecycle.js';
+import { allowedTransitions, hasAssignment, type LifecycleTransition, planTransition, stateName } from './domain/lifecycle.js';
 import { appendAudit } from './store/audit.js';
-import { type AppliedClusterState, getClusterState, saveClusterState } from './store/cluster.js';
+import { type AppliedClusterState, getClusterGeneration, getClusterState, saveClusterState } from './store/cluster.js';
 import { deleteNodeCredentials, saveNodeCredentials, setInstallToken } from './store/credentials.js';
 import {
   allocatedAddresses,
@@ -51,8 +51,8 @@ import {
   type MachineRow,
   type MachineUpdate,
   markPlanFetched,
+  lockIdentity,
   namesInUse,
-  nextResourceVersion,
   recordAllocation,
   savePlan,
   setMachineMacs,
@@ -93,11 +93,11 @@ export const SYSTEM_ACTOR: Actor = { name: 'deployer', kind: ActorKind.ACTOR_KIN
 
 type Trx = Transaction<DeployerDatabase>;
 
-// Advisory lock keys (arbitrary constants, unique within this schema's use).
-const LOCK_NEW_MACHINE = 0x75630001;
-// node_ids, hostnames and pool addresses: each is read as "what is free" and then taken.
+// Advisory lock keys (arbitrary constants, unique within this schema's use). Each guards a
+// "read what is free, then take it" step and is held only by the short transaction doing it.
 const LOCK_NAMES = 0x75630002;
 const LOCK_CLUSTER_STATE = 0x75630003;
+const LOCK_ADDRESSES = 0x75630004;
 
 async function advisoryLock(trx: Trx, key: number): Promise<void> {
   await sql`SELECT pg_advisory_xact_lock(${key})`.execute(trx);
@@ -117,6 +117,8 @@ function tail(text: string, max = 64 * 1024): string {
 }
 
 export class Deployer {
+  private cachedCluster: AppliedClusterState | undefined;
+
   constructor(
     private readonly db: Kysely<DeployerDatabase>,
     private readonly ca: ClusterCa,
@@ -135,6 +137,7 @@ export class Deployer {
     reason: string,
     extra: MachineUpdate = {},
     now = new Date(),
+    knownNodeId?: string,
   ): Promise<MachineRow> {
     const plan = planTransition(row.state, transition, { previousState: row.previousState });
     const update: MachineUpdate = {
@@ -143,37 +146,53 @@ export class Deployer {
       previousState: plan.previousState,
       statusMessage: extra.statusMessage ?? '',
     };
-    const assignment = await getAssignment(trx, row.machineId);
-    const rv = await updateMachine(trx, row, update, now);
+    // States before commissioning have no assignment: no need to look one up.
+    const nodeId = knownNodeId ?? (hasAssignment(row.state, row.previousState) ? ((await getAssignment(trx, row.machineId))?.nodeId ?? '') : '');
+    const updated = await updateMachine(trx, row, update, now);
     await appendAudit(trx, {
       at: now,
       actor: actor.name,
       actorKind: actor.kind,
       rpc: actor.rpc,
       machineId: row.machineId,
-      nodeId: assignment?.nodeId ?? '',
+      nodeId,
       from: row.state,
       to: plan.to,
       transition,
       reason,
       outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED,
-      resourceVersion: rv,
+      resourceVersion: updated.resourceVersion,
       ...(actor.peer ? { peer: actor.peer } : {}),
     });
-    this.log.info({ event: 'machine.transition', machine_id: row.machineId, node_id: assignment?.nodeId, from: stateName(row.state), to: stateName(plan.to), transition: MachineTransition[transition], actor: actor.name, reason });
-    return (await lockMachine(trx, row.machineId)) as MachineRow;
+    this.log.info({ event: 'machine.transition', machine_id: row.machineId, node_id: nodeId || undefined, from: stateName(row.state), to: stateName(plan.to), transition: MachineTransition[transition], actor: actor.name, reason });
+    return updated;
+  }
+
+  /**
+   * The applied cluster state, parsed once per generation: a cheap generation read per call
+   * keeps replicas consistent without re-parsing the whole document every time.
+   */
+  private async clusterState(db: Trx | Kysely<DeployerDatabase>): Promise<AppliedClusterState | undefined> {
+    const generation = await getClusterGeneration(db);
+    if (generation === undefined) return undefined;
+    if (this.cachedCluster?.generation !== generation) this.cachedCluster = await getClusterState(db);
+    return this.cachedCluster;
   }
 
   /** Renders and stores the plan, or fails the machine with the reason when it cannot. */
   private async deployPlan(trx: Trx, row: MachineRow, via: LifecycleTransition, actor: Actor, reason: string, mode = PlanMode.PLAN_MODE_INSTALL, rescueKeys: readonly string[] = []): Promise<MachineRow> {
     const now = new Date();
-    const cluster = await getClusterState(trx);
+    const cluster = await this.clusterState(trx);
     const assignment = await getAssignment(trx, row.machineId);
     try {
       if (!cluster) throw new FailedPreconditionError('no cluster state has been applied');
       if (!assignment) throw new FailedPreconditionError('machine has no node assignment');
-      // Concurrent Deploys would otherwise all pick the same lowest free pool address.
-      await advisoryLock(trx, LOCK_NAMES);
+      let allocated: ReadonlyMap<string, ReadonlySet<string>> = new Map();
+      if (allocatesFromPool(cluster.state, assignment)) {
+        // Concurrent Deploys would otherwise all pick the same lowest free pool address.
+        await advisoryLock(trx, LOCK_ADDRESSES);
+        allocated = await allocatedAddresses(trx, row.machineId);
+      }
       const rendered = renderInstallPlan({
         machineId: row.machineId,
         inventory: row.inventory,
@@ -181,7 +200,7 @@ export class Deployer {
         cluster: cluster.state,
         generation: cluster.generation,
         mode,
-        allocated: await allocatedAddresses(trx, row.machineId),
+        allocated,
         extraRescueKeys: rescueKeys,
         now,
       });
@@ -199,48 +218,78 @@ export class Deployer {
       return failed;
     }
     await setInstallToken(trx, row.machineId, null);
-    return this.transition(trx, row, via, actor, reason, { lastError: '', installProgress: null });
+    return this.transition(trx, row, via, actor, reason, { lastError: '', installProgress: null }, now, assignment.nodeId);
   }
 
-  /** Discovered/inspected machines move forward as far as enrollment rules allow. */
-  private async enroll(trx: Trx, row: MachineRow): Promise<MachineRow> {
-    const cluster = await getClusterState(trx);
-    let current = row;
+  /**
+   * Inside the Discover transaction: a DISCOVERED machine whose facts meet its class's minimum
+   * becomes INSPECTED; an unassigned machine's status says what it waits for. Returns whether
+   * an enrollment rule asks to commission it now (done in its own transaction, see autoEnroll).
+   */
+  private async inspect(trx: Trx, row: MachineRow): Promise<{ row: MachineRow; commission: boolean }> {
+    if (row.state !== MachineState.MACHINE_STATE_DISCOVERED && row.state !== MachineState.MACHINE_STATE_INSPECTED) return { row, commission: false };
+    const cluster = await this.clusterState(trx);
     let result: ReturnType<typeof matchEnrollment> | undefined;
-    if (cluster && (current.state === MachineState.MACHINE_STATE_DISCOVERED || current.state === MachineState.MACHINE_STATE_INSPECTED)) {
-      await advisoryLock(trx, LOCK_NAMES);
+    if (cluster) {
       try {
-        result = matchEnrollment(current.inventory, cluster.state, await takenNames(trx, current.machineId));
+        // Names are not needed yet (only the class and rule), so nothing is locked here.
+        result = matchEnrollment(row.inventory, cluster.state, { nodeIds: new Set(), hostnames: new Set() });
       } catch (err) {
         if (!(err instanceof FailedPreconditionError)) throw err;
-        return this.setStatus(trx, current, `enrollment: ${err.message}`);
+        return { row: await this.setStatus(trx, row, `enrollment: ${err.message}`), commission: false };
       }
     }
+    let current = row;
     if (current.state === MachineState.MACHINE_STATE_DISCOVERED) {
       if (result && result.belowMinimum.length > 0) {
         const unmet = result.belowMinimum.map((u) => u.message).join('; ');
-        return this.setStatus(trx, current, `below the minimum hardware of class ${result.assignment.nodeClass}: ${unmet}`);
+        return { row: await this.setStatus(trx, current, `below the minimum hardware of class ${result.assignment.nodeClass}: ${unmet}`), commission: false };
       }
       current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSPECT, SYSTEM_ACTOR, 'facts validated');
     }
-    if (current.state !== MachineState.MACHINE_STATE_INSPECTED) return current;
     if (!result) {
-      return this.setStatus(trx, current, cluster ? 'no enrollment rule matched; waiting for an operator to commission' : 'no cluster state applied yet');
+      return { row: await this.setStatus(trx, current, cluster ? 'no enrollment rule matched; waiting for an operator to commission' : 'no cluster state applied yet'), commission: false };
     }
     if (!result.autoCommission) {
-      return this.setStatus(trx, current, `matched ${result.assignment.sourceName}; waiting for an operator to commission`);
+      return { row: await this.setStatus(trx, current, `matched ${result.assignment.sourceName}; waiting for an operator to commission`), commission: false };
     }
-    current = await this.commission(trx, current, { ...result.assignment, assignedAt: new Date(), clusterGeneration: cluster?.generation ?? 0n }, SYSTEM_ACTOR, `enrollment ${result.assignment.sourceName}`);
-    if (result.autoInstall) {
-      current = await this.deployPlan(trx, current, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${result.assignment.sourceName} auto-installs`);
-    }
-    return current;
+    return { row: current, commission: true };
+  }
+
+  /**
+   * Commissions (and, when the rule says so, deploys) an inspected machine, each step its own
+   * short transaction so that the cluster-wide name lock is held only while a name is taken.
+   */
+  private async autoEnroll(machineId: string): Promise<MachineRow | undefined> {
+    const committed = await this.db.transaction().execute(async (trx) => {
+      await advisoryLock(trx, LOCK_NAMES);
+      const row = await lockMachine(trx, machineId);
+      if (!row || row.state !== MachineState.MACHINE_STATE_INSPECTED) return { row, autoInstall: false };
+      const cluster = await this.clusterState(trx);
+      if (!cluster) return { row, autoInstall: false };
+      let result: ReturnType<typeof matchEnrollment>;
+      try {
+        result = matchEnrollment(row.inventory, cluster.state, await takenNames(trx, machineId));
+      } catch (err) {
+        if (!(err instanceof FailedPreconditionError)) throw err;
+        return { row: await this.setStatus(trx, row, `enrollment: ${err.message}`), autoInstall: false };
+      }
+      if (!result || !result.autoCommission || result.belowMinimum.length > 0) return { row, autoInstall: false };
+      const assignment = { ...result.assignment, assignedAt: new Date(), clusterGeneration: cluster.generation };
+      return { row: await this.commission(trx, row, assignment, SYSTEM_ACTOR, `enrollment ${result.assignment.sourceName}`), autoInstall: result.autoInstall, rule: result.assignment.sourceName };
+    });
+    if (!committed.autoInstall || committed.row?.state !== MachineState.MACHINE_STATE_COMMISSIONED) return committed.row;
+    const rule = 'rule' in committed ? committed.rule : '';
+    return this.db.transaction().execute(async (trx) => {
+      const row = await lockMachine(trx, machineId);
+      if (!row || row.state !== MachineState.MACHINE_STATE_COMMISSIONED) return row;
+      return this.deployPlan(trx, row, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${rule} auto-installs`);
+    });
   }
 
   private async setStatus(trx: Trx, row: MachineRow, message: string): Promise<MachineRow> {
     if (row.statusMessage === message) return row;
-    await updateMachine(trx, row, { statusMessage: message }, new Date());
-    return (await lockMachine(trx, row.machineId)) as MachineRow;
+    return updateMachine(trx, row, { statusMessage: message }, new Date());
   }
 
   private async commission(trx: Trx, row: MachineRow, assignment: NodeAssignment, actor: Actor, reason: string): Promise<MachineRow> {
@@ -251,7 +300,7 @@ export class Deployer {
       if (isUniqueViolation(err)) throw new ConflictError(`node_id ${assignment.nodeId} or hostname ${assignment.hostname} is already assigned`);
       throw err;
     }
-    return this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_COMMISSION, actor, reason);
+    return this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_COMMISSION, actor, reason, {}, new Date(), assignment.nodeId);
   }
 
   // ---- BootstrapService ------------------------------------------------------------------------
@@ -268,26 +317,26 @@ export class Deployer {
     const session = issueToken('session');
     const now = new Date();
 
-    const row = await this.db.transaction().execute(async (trx) => {
+    const discovered = await this.db.transaction().execute(async (trx) => {
       let existing = await lockMachineByIdentity(trx, uuid, macs);
       if (!existing) {
-        // Creation is serialised so that concurrent first Discovers of one machine (a retrying
-        // installer, several NICs racing) make exactly one row; updates stay concurrent.
-        await advisoryLock(trx, LOCK_NEW_MACHINE);
+        // Concurrent first Discovers of one machine (a retrying installer, several NICs racing)
+        // wait for each other on the identity's locks and make exactly one row; different
+        // machines do not wait for each other.
+        await lockIdentity(trx, uuid, macs);
         existing = await lockMachineByIdentity(trx, uuid, macs);
       }
       if (!existing) {
         const machineId = `m-${randomUUID()}`;
-        const rv = await nextResourceVersion(trx);
-        await insertMachine(trx, { machineId, systemUuid: uuid, serial, inventory, inventoryHash: hash, bootId: input.bootId, sessionSecretHash: session.hash, resourceVersion: rv, now });
+        const created = await insertMachine(trx, { machineId, systemUuid: uuid, serial, inventory, inventoryHash: hash, bootId: input.bootId, sessionSecretHash: session.hash, now });
         await setMachineMacs(trx, machineId, macs);
-        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${input.installerVersion || 'unknown'}`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: rv, ...(actor.peer ? { peer: actor.peer } : {}) });
+        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${input.installerVersion || 'unknown'}`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: created.resourceVersion, ...(actor.peer ? { peer: actor.peer } : {}) });
         this.log.info({ event: 'machine.discovered', machine_id: machineId });
-        return this.enroll(trx, (await lockMachine(trx, machineId)) as MachineRow);
+        return this.inspect(trx, created);
       }
       const previousBoot = existing.bootId;
       const changed = existing.inventoryHash !== hash;
-      await updateMachine(trx, existing, {
+      let current = await updateMachine(trx, existing, {
         bootId: input.bootId,
         sessionSecretHash: session.hash,
         seen: true,
@@ -295,9 +344,8 @@ export class Deployer {
       }, now);
       if (changed) {
         await setMachineMacs(trx, existing.machineId, macs);
-        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId: existing.machineId, reason: 'inventory changed', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) });
+        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId: existing.machineId, reason: 'inventory changed', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: current.resourceVersion, ...(actor.peer ? { peer: actor.peer } : {}) });
       }
-      let current = (await lockMachine(trx, existing.machineId)) as MachineRow;
       const rebooted = input.bootId !== '' && previousBoot !== '' && input.bootId !== previousBoot;
       if (current.state === MachineState.MACHINE_STATE_REPROVISIONING && (rebooted || previousBoot === '')) {
         current = await this.deployPlan(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALLER_BOOTED, actor, 'installer booted for reinstall');
@@ -306,10 +354,11 @@ export class Deployer {
         current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, SYSTEM_ACTOR, reason, { lastError: reason });
         await setInstallToken(trx, current.machineId, null);
       } else {
-        current = await this.enroll(trx, current);
+        return this.inspect(trx, current);
       }
-      return current;
+      return { row: current, commission: false };
     });
+    const row = discovered.commission ? ((await this.autoEnroll(discovered.row.machineId)) ?? discovered.row) : discovered.row;
 
     const plan = await getPlan(this.db, row.machineId);
     const planReady =
@@ -604,4 +653,12 @@ export class Deployer {
 
 function isUniqueViolation(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
+}
+
+/** Whether rendering this node's plan takes an address from its network's pool. */
+function allocatesFromPool(cluster: ClusterState, assignment: NodeAssignment): boolean {
+  if ((cluster.nodes[assignment.nodeId]?.staticAddresses.length ?? 0) > 0) return false;
+  const profile = cluster.installProfiles[assignment.installProfile];
+  const network = profile ? cluster.networks[profile.network] : undefined;
+  return network?.addressMode === AddressMode.ADDRESS_MODE_STATIC;
 }

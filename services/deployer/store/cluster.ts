@@ -33,3 +33,9 @@ export async function saveClusterState(db: DeployerDb, applied: AppliedClusterSt
     .onConflict((oc) => oc.column('id').doUpdateSet(values))
     .execute();
 }
+
+/** The applied generation alone: a cheap check before reusing a parsed document. */
+export async function getClusterGeneration(db: DeployerDb): Promise<bigint | undefined> {
+  const r = await db.selectFrom('cluster_state').select('generation').where('id', '=', 1).executeTakeFirst();
+  return r ? BigInt(r.generation) : undefined;
+}

@@ -74,14 +74,23 @@ export async function getMachineRow(db: DeployerDb, machineId: string): Promise<
 
 /** The machine that owns this DMI UUID or any of these MACs, locked. */
 export async function lockMachineByIdentity(trx: DeployerDb, systemUuid: string | undefined, macs: readonly string[]): Promise<MachineRow | undefined> {
-  let machineId: string | undefined;
-  if (systemUuid) {
-    machineId = (await trx.selectFrom('machines').select('machine_id').where('system_uuid', '=', systemUuid).executeTakeFirst())?.machine_id;
-  }
-  if (!machineId && macs.length > 0) {
-    machineId = (await trx.selectFrom('machine_macs').select('machine_id').where('mac', 'in', [...macs]).orderBy('machine_id').executeTakeFirst())?.machine_id;
-  }
-  return machineId ? lockMachine(trx, machineId) : undefined;
+  if (!systemUuid && macs.length === 0) return undefined;
+  const row = await trx
+    .selectFrom('machines')
+    .selectAll()
+    .where((eb) =>
+      eb.or([
+        ...(systemUuid ? [eb('system_uuid', '=', systemUuid)] : []),
+        ...(macs.length > 0 ? [eb('machine_id', 'in', eb.selectFrom('machine_macs').select('machine_id').where('mac', 'in', [...macs]))] : []),
+      ]),
+    )
+    // A UUID match wins over a MAC match when the two disagree (a NIC moved between machines).
+    .orderBy(sql`system_uuid IS NOT DISTINCT FROM ${systemUuid ?? null}`, 'desc')
+    .orderBy('machine_id')
+    .limit(1)
+    .forUpdate()
+    .executeTakeFirst();
+  return row ? toRow(row) : undefined;
 }
 
 export interface NewMachine {
@@ -92,12 +101,11 @@ export interface NewMachine {
   readonly inventoryHash: string;
   readonly bootId: string;
   readonly sessionSecretHash: string;
-  readonly resourceVersion: bigint;
   readonly now: Date;
 }
 
-export async function insertMachine(trx: DeployerDb, m: NewMachine): Promise<void> {
-  await trx
+export async function insertMachine(trx: DeployerDb, m: NewMachine): Promise<MachineRow> {
+  const row = await trx
     .insertInto('machines')
     .values({
       machine_id: m.machineId,
@@ -105,7 +113,7 @@ export async function insertMachine(trx: DeployerDb, m: NewMachine): Promise<voi
       serial: m.serial ?? null,
       state: stateName(MachineState.MACHINE_STATE_DISCOVERED),
       previous_state: null,
-      resource_version: m.resourceVersion,
+      resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
       inventory: MachineInventory.toJSON(m.inventory) as JsonDocument,
       inventory_hash: m.inventoryHash,
       boot_id: m.bootId,
@@ -117,7 +125,9 @@ export async function insertMachine(trx: DeployerDb, m: NewMachine): Promise<voi
       state_changed_at: m.now,
       last_seen_at: m.now,
     })
-    .execute();
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toRow(row);
 }
 
 /** Replaces the machine's MAC set; a MAC claimed by another machine moves to this one. */
@@ -147,14 +157,13 @@ export interface MachineUpdate {
   progress?: boolean;
 }
 
-/** Applies the update with a new resource_version; returns it. */
-export async function updateMachine(trx: DeployerDb, current: MachineRow, update: MachineUpdate, now: Date): Promise<bigint> {
-  const rv = await nextResourceVersion(trx);
+/** Applies the update with a new resource_version in one statement; returns the new row. */
+export async function updateMachine(trx: DeployerDb, current: MachineRow, update: MachineUpdate, now: Date): Promise<MachineRow> {
   const stateChanged = update.state !== undefined && update.state !== current.state;
-  await trx
+  const row = await trx
     .updateTable('machines')
     .set({
-      resource_version: rv,
+      resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
       updated_at: now,
       ...(update.state !== undefined ? { state: stateName(update.state) } : {}),
       ...(stateChanged ? { state_changed_at: now } : {}),
@@ -176,8 +185,20 @@ export async function updateMachine(trx: DeployerDb, current: MachineRow, update
       ...(update.progress ? { progress_at: now } : {}),
     })
     .where('machine_id', '=', current.machineId)
-    .execute();
-  return rv;
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toRow(row);
+}
+
+/**
+ * Serialises Discovers of one identity (its DMI UUID and each MAC) without serialising different
+ * machines: two installers reporting the same hardware wait for each other, and only they do.
+ * Keys are taken in sorted order so two overlapping identities cannot deadlock.
+ */
+export async function lockIdentity(trx: DeployerDb, systemUuid: string | undefined, macs: readonly string[]): Promise<void> {
+  const keys = [...(systemUuid ? [`uuid:${systemUuid}`] : []), ...macs.map((m) => `mac:${m}`)].sort();
+  if (keys.length === 0) return;
+  await sql`SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM (SELECT unnest(${sql.val(keys)}::text[]) AS k ORDER BY 1) AS keys`.execute(trx);
 }
 
 export async function deleteMachine(trx: DeployerDb, machineId: string): Promise<void> {
