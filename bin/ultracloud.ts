@@ -1,16 +1,55 @@
 // `ultracloud`: the one binary of the control plane and its agents. This file is the
 // composition root: it alone knows every component.
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { ClusterState } from '../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { checkTransport, ConfigError, daemonConfigSpec, DEFAULT_PORTS, loadConfig } from '../lib/config/index.js';
 import type { Component } from '../lib/component.js';
-import { createLogger } from '../lib/log.js';
+import { createLogger, type Logger } from '../lib/log.js';
 import { stopOnSignals } from '../lib/process.js';
+import { decodeProtoJson } from '../lib/proto-json.js';
 import { serveComponents } from '../lib/serve.js';
-import { deployerComponent } from '../services/deployer/component.js';
+import { deployerComponent, type InitialClusterState } from '../services/deployer/component.js';
+
+/** The example lab's cluster state, generated from nix/examples/lab6 and committed next to it. */
+const LAB_CLUSTER_STATE = fileURLToPath(new URL('../nix/examples/lab6/generated/cluster-state.json', import.meta.url));
 
 /** Every control-plane component `up` runs together. */
-function components(flags: Record<string, string | undefined>): readonly Component[] {
-  return [deployerComponent(flags)];
+function components(flags: Record<string, string | undefined>, initial: InitialClusterState | undefined): readonly Component[] {
+  return [deployerComponent(flags, initial ? { initialClusterState: initial } : {})];
+}
+
+const CLUSTER_SETTING = 'ULTRACLOUD_CLUSTER_FILE (--cluster)';
+
+/** A ClusterState document (or an object with `clusterState`), decoded strictly before anything starts. */
+function readClusterStateFile(path: string): ClusterState {
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
+    const isBundle = parsed !== null && typeof parsed === 'object' && 'clusterState' in parsed;
+    const doc = isBundle ? (parsed as { clusterState: unknown }).clusterState : parsed;
+    return ClusterState.fromJSON(decodeProtoJson('ultracloud.deployer.v1.ClusterState', doc, isBundle ? 'clusterState' : ''));
+  } catch (err) {
+    throw new ConfigError([`${CLUSTER_SETTING}: ${path}: ${(err as Error).message}`]);
+  }
+}
+
+/**
+ * The cluster state to apply at start: `--cluster <file>` or ULTRACLOUD_CLUSTER_FILE, else (for
+ * `up` only) the example lab; `--no-cluster` applies nothing. A missing example is not an error.
+ */
+function initialClusterState(command: string, cluster: unknown, fallback: string | undefined, logger: Logger): InitialClusterState | undefined {
+  if (cluster === false) return undefined;
+  const explicit = typeof cluster === 'string' ? cluster : process.env.ULTRACLOUD_CLUSTER_FILE || undefined;
+  const path = explicit ? resolve(explicit) : fallback;
+  if (!path) return undefined;
+  if (!existsSync(path)) {
+    if (explicit) throw new ConfigError([`${CLUSTER_SETTING}: file does not exist, got ${JSON.stringify(explicit)}`]);
+    logger.warn({ event: 'example.cluster_missing', path });
+    return undefined;
+  }
+  return { state: readClusterStateFile(path), source: path, actor: `ultracloud ${command}` };
 }
 
 const DAEMON_FLAGS: [string, string][] = [
@@ -40,12 +79,15 @@ function flagValues(opts: Record<string, unknown>): Record<string, string | unde
   return out;
 }
 
-async function runServer(select: (flags: Record<string, string | undefined>) => readonly Component[], defaultPort: number, opts: Record<string, unknown>): Promise<void> {
+type ComponentSelection = (flags: Record<string, string | undefined>, initial: InitialClusterState | undefined) => readonly Component[];
+
+async function runServer(command: string, select: ComponentSelection, defaultPort: number, opts: Record<string, unknown>, exampleCluster?: string): Promise<void> {
   const flags = flagValues(opts);
   const config = loadConfig(daemonConfigSpec(defaultPort), { flags });
   checkTransport(config);
   const logger = createLogger({ level: config.logLevel, name: 'ultracloud' });
-  const running = await serveComponents({ components: select(flags), config, logger });
+  const initial = initialClusterState(command, opts.cluster, exampleCluster, logger);
+  const running = await serveComponents({ components: select(flags, initial), config, logger });
   logger.info({ event: 'ready', address: running.server.address, admin_token_file: running.adminTokenPath, state_dir: config.stateDir });
   stopOnSignals(running.stop, logger);
 }
@@ -54,11 +96,18 @@ const program = new Command('ultracloud').description('UltraCloud bare-metal pro
 
 withDaemonFlags(
   program.command('up').description(`run every control-plane service in one process (default 127.0.0.1:${DEFAULT_PORTS.up})`),
-).action((opts: Record<string, unknown>) => runServer(components, DEFAULT_PORTS.up, opts));
+)
+  .option('--cluster <file>', 'ClusterState JSON applied at start while none is applied (ULTRACLOUD_CLUSTER_FILE, default: the example lab)')
+  .option('--no-cluster', 'apply no cluster state at start')
+  .action((opts: Record<string, unknown>) => runServer('up', components, DEFAULT_PORTS.up, opts, LAB_CLUSTER_STATE));
 
 withDaemonFlags(
   program.command('deployer').description(`run the deployer alone (default 127.0.0.1:${DEFAULT_PORTS.deployer})`),
-).action((opts: Record<string, unknown>) => runServer((flags) => [deployerComponent(flags)], DEFAULT_PORTS.deployer, opts));
+)
+  .option('--cluster <file>', 'ClusterState JSON applied at start while none is applied (ULTRACLOUD_CLUSTER_FILE)')
+  .action((opts: Record<string, unknown>) =>
+    runServer('deployer', (flags, initial) => [deployerComponent(flags, initial ? { initialClusterState: initial } : {})], DEFAULT_PORTS.deployer, opts),
+  );
 
 try {
   await program.parseAsync(process.argv);

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { ClientError, Status } from 'nice-grpc';
 import { type GlobalOptions, openConnection } from './connection.js';
 import { EXIT, UsageError } from './output.js';
+import { applyCommand, type ApplyOptions } from './commands/apply.js';
 import { listMachinesCommand, showMachineCommand, type ListOptions } from './commands/machines.js';
 import { statusCommand } from './commands/status.js';
 
@@ -39,6 +40,17 @@ program
       }),
     ),
   );
+
+program
+  .command('apply')
+  .description('apply a cluster: cluster state to the deployer, host deployments and service policies to their services')
+  .requiredOption('-f, --file <path>', 'a .nix cluster, a directory with default.nix, or a .json document')
+  .option('--dry-run', 'show what would change, write nothing')
+  .option('--strict', 'exit 1 when a part could not be applied because its service is not running')
+  .option('--deployer <host:port>', 'deployer address when it runs as its own daemon')
+  .option('--host-controller <host:port>', 'host-controller address when it runs as its own daemon')
+  .option('--fleet-scheduler <host:port>', 'fleet-scheduler address when it runs as its own daemon')
+  .action((opts: ApplyOptions) => withConnection((c) => applyCommand(c, opts)));
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 

@@ -3,10 +3,14 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BootstrapServiceDefinition } from '../../gen/ts/ultracloud/bootstrap/v1/bootstrap_service.js';
 import { ClusterServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
+import type { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { MachineServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
+import { ActorKind } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import type { Component, ComponentContext, StartedComponent } from '../../lib/component.js';
 import { loadConfig } from '../../lib/config/settings.js';
 import { serviceDatabase } from '../../lib/db/index.js';
+import { InvalidArgumentError, NotFoundError } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
 import { bindService } from '../../lib/grpc/server.js';
 import {
   type ClusterCa,
@@ -52,7 +56,45 @@ function ensureJoinToken(config: DeployerConfig, stateDir: string): string {
   return readFileSync(path, 'utf8').trim();
 }
 
-export function deployerComponent(flags: Readonly<Record<string, string | undefined>> = {}): Component {
+/** A cluster state to apply at start, e.g. the example lab for `ultracloud up`. */
+export interface InitialClusterState {
+  readonly state: ClusterState;
+  /** Where it came from, for logs and the audit reason. */
+  readonly source: string;
+  /** Audit actor, e.g. `ultracloud up`. */
+  readonly actor: string;
+}
+
+/**
+ * Applies `initial` while the deployer holds no cluster state yet. Once one is applied, the
+ * operator's later applies win over the file: a restart keeps what is there (same generation).
+ */
+async function seedClusterState(deployer: Deployer, initial: InitialClusterState, log: Logger): Promise<void> {
+  try {
+    const current = await deployer.getClusterState();
+    log.info({ event: 'cluster_state.kept', generation: String(current.generation), file: initial.source });
+    return;
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+  }
+  try {
+    const res = await deployer.applyClusterState(
+      { state: initial.state, dryRun: false, expectedGeneration: 0n },
+      { name: initial.actor, kind: ActorKind.ACTOR_KIND_SYSTEM, rpc: 'start' },
+      `cluster file ${initial.source}`,
+    );
+    log.info({ event: 'cluster_state.seeded', generation: String(res.generation), changes: res.changes.length, file: initial.source });
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw new Error(`cluster file ${initial.source} is not a valid cluster state:\n${err.message}`);
+    throw err;
+  }
+}
+
+export interface DeployerComponentOptions {
+  readonly initialClusterState?: InitialClusterState;
+}
+
+export function deployerComponent(flags: Readonly<Record<string, string | undefined>> = {}, options: DeployerComponentOptions = {}): Component {
   return {
     name: 'deployer',
     schema: DEPLOYER_SCHEMA,
@@ -66,6 +108,7 @@ export function deployerComponent(flags: Readonly<Record<string, string | undefi
       writeFileSync(join(context.stateDir, CA_BUNDLE_FILE), ca.certificatePem, { mode: 0o644 });
       const joinToken = ensureJoinToken(config, context.stateDir);
       const deployer = new Deployer(db, ca, { secretsKey, ...config }, context.logger);
+      if (options.initialClusterState) await seedClusterState(deployer, options.initialClusterState, context.logger);
       const reader = new MachineReader(db);
       let timer: NodeJS.Timeout | undefined;
       return {

@@ -98,8 +98,9 @@ test.before(async () => {
   wildcardListen.catch(() => undefined);
   // The state dir is `<workDir>/.ultracloud`, as `npm start` makes it, so deployer-ctl run from
   // workDir finds the admin token like a kubeconfig.
+  // `--no-cluster`: these tests start from an empty deployer, not the example lab `up` applies.
   workDir = await mkdtemp(join(tmpdir(), 'ultracloud-up-'));
-  up = await startUltracloud('up', { stateDir: join(workDir, '.ultracloud'), env: cleanEnv({ ULTRACLOUD_LOG_LEVEL: 'debug' }) });
+  up = await startUltracloud('up', { stateDir: join(workDir, '.ultracloud'), args: ['--no-cluster'], env: cleanEnv({ ULTRACLOUD_LOG_LEVEL: 'debug' }) });
   const event = logEvents(up.output).find((e) => e.event === 'server.listening');
   if (!event || !Array.isArray(event.services)) throw new Error(`no server.listening event with services:\n${up.output.join('')}`);
   listening = event.services as string[];
