@@ -47,6 +47,8 @@ import {
   insertMachine,
   lockMachine,
   lockMachineByIdentity,
+  type LockedMachine,
+  lockMachineWith,
   machineMessage,
   type MachineRow,
   type MachineUpdate,
@@ -54,6 +56,7 @@ import {
   lockIdentity,
   namesInUse,
   recordAllocation,
+  recordInstallingProgress,
   savePlan,
   setMachineMacs,
   takenNames,
@@ -148,8 +151,8 @@ export class Deployer {
     };
     // States before commissioning have no assignment: no need to look one up.
     const nodeId = knownNodeId ?? (hasAssignment(row.state, row.previousState) ? ((await getAssignment(trx, row.machineId))?.nodeId ?? '') : '');
-    const updated = await updateMachine(trx, row, update, now);
-    await appendAudit(trx, {
+    // The audit event is written by the same statement as the change (one round trip).
+    const updated = await updateMachine(trx, row, update, now, {
       at: now,
       actor: actor.name,
       actorKind: actor.kind,
@@ -161,7 +164,6 @@ export class Deployer {
       transition,
       reason,
       outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED,
-      resourceVersion: updated.resourceVersion,
       ...(actor.peer ? { peer: actor.peer } : {}),
     });
     this.log.info({ event: 'machine.transition', machine_id: row.machineId, node_id: nodeId || undefined, from: stateName(row.state), to: stateName(plan.to), transition: MachineTransition[transition], actor: actor.name, reason });
@@ -172,18 +174,20 @@ export class Deployer {
    * The applied cluster state, parsed once per generation: a cheap generation read per call
    * keeps replicas consistent without re-parsing the whole document every time.
    */
-  private async clusterState(db: Trx | Kysely<DeployerDatabase>): Promise<AppliedClusterState | undefined> {
-    const generation = await getClusterGeneration(db);
+  private async clusterState(db: Trx | Kysely<DeployerDatabase>, known?: { generation: bigint | undefined }): Promise<AppliedClusterState | undefined> {
+    // `known`: the generation was already read in this transaction (with the machine's row).
+    const generation = known ? known.generation : await getClusterGeneration(db);
     if (generation === undefined) return undefined;
     if (this.cachedCluster?.generation !== generation) this.cachedCluster = await getClusterState(db);
     return this.cachedCluster;
   }
 
   /** Renders and stores the plan, or fails the machine with the reason when it cannot. */
-  private async deployPlan(trx: Trx, row: MachineRow, via: LifecycleTransition, actor: Actor, reason: string, mode = PlanMode.PLAN_MODE_INSTALL, rescueKeys: readonly string[] = []): Promise<MachineRow> {
+  private async deployPlan(trx: Trx, row: MachineRow, via: LifecycleTransition, actor: Actor, reason: string, mode = PlanMode.PLAN_MODE_INSTALL, rescueKeys: readonly string[] = [], locked?: LockedMachine): Promise<MachineRow> {
     const now = new Date();
-    const cluster = await this.clusterState(trx);
-    const assignment = await getAssignment(trx, row.machineId);
+    // `locked`: the row was locked with the cluster generation and assignment (one round trip).
+    const cluster = await this.clusterState(trx, locked ? { generation: locked.clusterGeneration } : undefined);
+    const assignment = locked ? locked.assignment : await getAssignment(trx, row.machineId);
     try {
       if (!cluster) throw new FailedPreconditionError('no cluster state has been applied');
       if (!assignment) throw new FailedPreconditionError('machine has no node assignment');
@@ -217,8 +221,7 @@ export class Deployer {
       this.log.warn({ event: 'plan.failed', machine_id: row.machineId, reason: err.message });
       return failed;
     }
-    await setInstallToken(trx, row.machineId, null);
-    return this.transition(trx, row, via, actor, reason, { lastError: '', installProgress: null }, now, assignment.nodeId);
+    return this.transition(trx, row, via, actor, reason, { lastError: '', installProgress: null, installToken: null }, now, assignment.nodeId);
   }
 
   /**
@@ -226,9 +229,9 @@ export class Deployer {
    * becomes INSPECTED; an unassigned machine's status says what it waits for. Returns whether
    * an enrollment rule asks to commission it now (done in its own transaction, see autoEnroll).
    */
-  private async inspect(trx: Trx, row: MachineRow): Promise<{ row: MachineRow; commission: boolean }> {
+  private async inspect(trx: Trx, row: MachineRow, known?: { generation: bigint | undefined }): Promise<{ row: MachineRow; commission: boolean }> {
     if (row.state !== MachineState.MACHINE_STATE_DISCOVERED && row.state !== MachineState.MACHINE_STATE_INSPECTED) return { row, commission: false };
-    const cluster = await this.clusterState(trx);
+    const cluster = await this.clusterState(trx, known);
     let result: ReturnType<typeof matchEnrollment> | undefined;
     if (cluster) {
       try {
@@ -260,12 +263,13 @@ export class Deployer {
    * Commissions (and, when the rule says so, deploys) an inspected machine, each step its own
    * short transaction so that the cluster-wide name lock is held only while a name is taken.
    */
-  private async autoEnroll(machineId: string): Promise<MachineRow | undefined> {
+  private async autoEnroll(machineId: string): Promise<{ row: MachineRow | undefined; deployed: boolean }> {
     const committed = await this.db.transaction().execute(async (trx) => {
       await advisoryLock(trx, LOCK_NAMES);
-      const row = await lockMachine(trx, machineId);
-      if (!row || row.state !== MachineState.MACHINE_STATE_INSPECTED) return { row, autoInstall: false };
-      const cluster = await this.clusterState(trx);
+      const locked = await lockMachineWith(trx, machineId);
+      const row = locked?.row;
+      if (!locked || !row || row.state !== MachineState.MACHINE_STATE_INSPECTED) return { row, autoInstall: false };
+      const cluster = await this.clusterState(trx, { generation: locked.clusterGeneration });
       if (!cluster) return { row, autoInstall: false };
       let result: ReturnType<typeof matchEnrollment>;
       try {
@@ -278,12 +282,12 @@ export class Deployer {
       const assignment = { ...result.assignment, assignedAt: new Date(), clusterGeneration: cluster.generation };
       return { row: await this.commission(trx, row, assignment, SYSTEM_ACTOR, `enrollment ${result.assignment.sourceName}`), autoInstall: result.autoInstall, rule: result.assignment.sourceName };
     });
-    if (!committed.autoInstall || committed.row?.state !== MachineState.MACHINE_STATE_COMMISSIONED) return committed.row;
+    if (!committed.autoInstall || committed.row?.state !== MachineState.MACHINE_STATE_COMMISSIONED) return { row: committed.row, deployed: false };
     const rule = 'rule' in committed ? committed.rule : '';
     return this.db.transaction().execute(async (trx) => {
-      const row = await lockMachine(trx, machineId);
-      if (!row || row.state !== MachineState.MACHINE_STATE_COMMISSIONED) return row;
-      return this.deployPlan(trx, row, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${rule} auto-installs`);
+      const locked = await lockMachineWith(trx, machineId, true);
+      if (!locked || locked.row.state !== MachineState.MACHINE_STATE_COMMISSIONED) return { row: locked?.row, deployed: false };
+      return { row: await this.deployPlan(trx, locked.row, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${rule} auto-installs`, PlanMode.PLAN_MODE_INSTALL, [], locked), deployed: true };
     });
   }
 
@@ -318,54 +322,67 @@ export class Deployer {
     const now = new Date();
 
     const discovered = await this.db.transaction().execute(async (trx) => {
-      let existing = await lockMachineByIdentity(trx, uuid, macs);
-      if (!existing) {
-        // Concurrent first Discovers of one machine (a retrying installer, several NICs racing)
-        // wait for each other on the identity's locks and make exactly one row; different
-        // machines do not wait for each other.
-        await lockIdentity(trx, uuid, macs);
-        existing = await lockMachineByIdentity(trx, uuid, macs);
-      }
+      // Concurrent Discovers of one machine (a retrying installer, several NICs racing) wait for
+      // each other on the identity's locks and make exactly one row; different machines do not
+      // wait for each other. The lookup runs after the locks are held (its own statement, so it
+      // sees a row committed by the Discover it waited for).
+      await lockIdentity(trx, uuid, macs);
+      const existing = await lockMachineByIdentity(trx, uuid, macs);
       if (!existing) {
         const machineId = `m-${randomUUID()}`;
-        const created = await insertMachine(trx, { machineId, systemUuid: uuid, serial, inventory, inventoryHash: hash, bootId: input.bootId, sessionSecretHash: session.hash, now });
-        await setMachineMacs(trx, machineId, macs);
-        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${input.installerVersion || 'unknown'}`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: created.resourceVersion, ...(actor.peer ? { peer: actor.peer } : {}) });
+        // Row, MACs and audit event in one statement, which also reads the cluster generation.
+        const created = await insertMachine(
+          trx,
+          { machineId, systemUuid: uuid, serial, inventory, inventoryHash: hash, bootId: input.bootId, sessionSecretHash: session.hash, now },
+          macs,
+          { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${input.installerVersion || 'unknown'}`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) },
+        );
         this.log.info({ event: 'machine.discovered', machine_id: machineId });
-        return this.inspect(trx, created);
+        return this.inspect(trx, created.row, { generation: created.clusterGeneration });
       }
       const previousBoot = existing.bootId;
       const changed = existing.inventoryHash !== hash;
-      let current = await updateMachine(trx, existing, {
-        bootId: input.bootId,
-        sessionSecretHash: session.hash,
-        seen: true,
-        ...(changed ? { inventory, inventoryHash: hash, systemUuid: uuid ?? null, serial: serial ?? null } : {}),
-      }, now);
-      if (changed) {
-        await setMachineMacs(trx, existing.machineId, macs);
-        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId: existing.machineId, reason: 'inventory changed', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, resourceVersion: current.resourceVersion, ...(actor.peer ? { peer: actor.peer } : {}) });
-      }
+      let current = await updateMachine(
+        trx,
+        existing,
+        {
+          bootId: input.bootId,
+          sessionSecretHash: session.hash,
+          seen: true,
+          ...(changed ? { inventory, inventoryHash: hash, systemUuid: uuid ?? null, serial: serial ?? null } : {}),
+        },
+        now,
+        changed ? { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId: existing.machineId, reason: 'inventory changed', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) } : undefined,
+      );
+      if (changed) await setMachineMacs(trx, existing.machineId, macs);
       const rebooted = input.bootId !== '' && previousBoot !== '' && input.bootId !== previousBoot;
       if (current.state === MachineState.MACHINE_STATE_REPROVISIONING && (rebooted || previousBoot === '')) {
         current = await this.deployPlan(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALLER_BOOTED, actor, 'installer booted for reinstall');
       } else if (current.state === MachineState.MACHINE_STATE_INSTALLING && rebooted) {
         const reason = 'installer restarted during installation (new boot id)';
-        current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, SYSTEM_ACTOR, reason, { lastError: reason });
-        await setInstallToken(trx, current.machineId, null);
+        current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, SYSTEM_ACTOR, reason, { lastError: reason, installToken: null });
       } else {
         return this.inspect(trx, current);
       }
       return { row: current, commission: false };
     });
-    const row = discovered.commission ? ((await this.autoEnroll(discovered.row.machineId)) ?? discovered.row) : discovered.row;
+    const enrolled = discovered.commission ? await this.autoEnroll(discovered.row.machineId) : undefined;
+    const row = enrolled?.row ?? discovered.row;
 
-    const plan = await getPlan(this.db, row.machineId);
-    const planReady =
-      plan !== undefined &&
-      plan.fetchedAt === null &&
-      ((row.state === MachineState.MACHINE_STATE_INSTALL_PENDING && plan.plan.mode === PlanMode.PLAN_MODE_INSTALL) ||
-        (row.state === MachineState.MACHINE_STATE_RESCUE && plan.plan.mode === PlanMode.PLAN_MODE_RESCUE));
+    let planReady: boolean;
+    if (enrolled?.deployed) {
+      // This call just rendered and stored an unfetched install plan (or failed the machine).
+      planReady = row.state === MachineState.MACHINE_STATE_INSTALL_PENDING;
+    } else if (row.state === MachineState.MACHINE_STATE_INSTALL_PENDING || row.state === MachineState.MACHINE_STATE_RESCUE) {
+      const plan = await getPlan(this.db, row.machineId);
+      planReady =
+        plan !== undefined &&
+        plan.fetchedAt === null &&
+        ((row.state === MachineState.MACHINE_STATE_INSTALL_PENDING && plan.plan.mode === PlanMode.PLAN_MODE_INSTALL) ||
+          (row.state === MachineState.MACHINE_STATE_RESCUE && plan.plan.mode === PlanMode.PLAN_MODE_RESCUE));
+    } else {
+      planReady = false;
+    }
     return {
       machineId: row.machineId,
       state: row.state,
@@ -381,8 +398,9 @@ export class Deployer {
     if (machineId !== sessionMachineId) throw new PermissionDeniedError('the session secret was issued to another machine');
     const now = new Date();
     return this.db.transaction().execute(async (trx) => {
-      const row = await lockMachine(trx, machineId);
-      if (!row) throw new NotFoundError(`machine ${machineId} not found`);
+      const locked = await lockMachineWith(trx, machineId, true);
+      if (!locked) throw new NotFoundError(`machine ${machineId} not found`);
+      const { row, assignment } = locked;
       const plan = await getPlan(trx, machineId);
       const rescue = row.state === MachineState.MACHINE_STATE_RESCUE;
       if (!plan || (!rescue && row.state !== MachineState.MACHINE_STATE_INSTALL_PENDING)) {
@@ -391,22 +409,20 @@ export class Deployer {
       if (plan.fetchedAt !== null) {
         throw new FailedPreconditionError('the plan was already fetched; an operator Reinstall or Retry issues a new one');
       }
-      const assignment = await getAssignment(trx, machineId);
       if (!assignment) throw new FailedPreconditionError('machine has no node assignment');
       const token = issueToken('install', { ttlMs: this.settings.installTokenTtlMs, now });
-      await setInstallToken(trx, machineId, { hash: token.hash, expiresAt: token.expiresAt as Date });
+      const installToken = { hash: token.hash, expiresAt: token.expiresAt as Date };
       await markPlanFetched(trx, machineId, now);
       const caChainPem = this.ca.certificatePem;
       if (rescue) {
-        await updateMachine(trx, row, { progress: true }, now);
-        await appendAudit(trx, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, nodeId: assignment.nodeId, reason: 'rescue plan fetched', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) });
+        await updateMachine(trx, row, { progress: true, installToken }, now, { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, nodeId: assignment.nodeId, reason: 'rescue plan fetched', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) });
         return {
           assignment,
           secrets: { nodeId: assignment.nodeId, sshHostEd25519PrivateKey: '', sshHostEd25519PublicKey: '', tlsCertificatePem: '', tlsPrivateKeyPem: '', caChainPem, installToken: token.token, installTokenExpiresAt: token.expiresAt, tlsCertificateExpiresAt: undefined, issuedAt: now },
           plan: plan.plan,
         };
       }
-      const cluster = await getClusterState(trx);
+      const cluster = await this.clusterState(trx, { generation: locked.clusterGeneration });
       const creds = await issueNodeCredentials(this.ca, { nodeId: assignment.nodeId, hostname: assignment.hostname, domain: cluster?.state.cluster?.domain ?? '', now });
       await saveNodeCredentials(trx, machineId, {
         nodeId: assignment.nodeId,
@@ -418,7 +434,7 @@ export class Deployer {
         issuedAt: now,
       });
       const started: InstallProgress = { phase: InstallPhase.INSTALL_PHASE_UNSPECIFIED, percent: 0, message: 'plan fetched', logTail: '', updatedAt: now, outcome: InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS, failureReason: '', startedAt: now };
-      await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_START_INSTALL, actor, 'plan fetched', { installProgress: started, progress: true }, now);
+      await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_START_INSTALL, actor, 'plan fetched', { installProgress: started, progress: true, installToken }, now, assignment.nodeId);
       return {
         assignment,
         secrets: {
@@ -450,9 +466,19 @@ export class Deployer {
     if (req.machineId !== tokenMachineId) throw new PermissionDeniedError('the install token was issued to another machine');
     const now = new Date();
     const again = durationOf(this.settings.progressIntervalMs);
+    if (req.outcome !== InstallOutcome.INSTALL_OUTCOME_SUCCEEDED && req.outcome !== InstallOutcome.INSTALL_OUTCOME_FAILED) {
+      // The common case, an install still in progress: one statement, no transaction. The
+      // stored startedAt is kept by the statement; this value only fills it when absent.
+      const progress: InstallProgress = { phase: req.phase, percent: req.percent, message: req.message, logTail: tail(req.logTail), updatedAt: now, outcome: req.outcome, failureReason: '', startedAt: now };
+      if (await recordInstallingProgress(this.db, req.machineId, progress, now)) {
+        return { state: MachineState.MACHINE_STATE_INSTALLING, nextAction: InstallerAction.INSTALLER_ACTION_CONTINUE, retryAfter: again };
+      }
+    }
     return this.db.transaction().execute(async (trx) => {
-      const row = await lockMachine(trx, req.machineId);
-      if (!row) throw new NotFoundError(`machine ${req.machineId} not found`);
+      const locked = await lockMachineWith(trx, req.machineId, true);
+      if (!locked) throw new NotFoundError(`machine ${req.machineId} not found`);
+      const { row } = locked;
+      const nodeId = locked.assignment?.nodeId ?? '';
       const progress: InstallProgress = {
         phase: req.phase,
         percent: req.percent,
@@ -472,14 +498,12 @@ export class Deployer {
       }
       switch (req.outcome) {
         case InstallOutcome.INSTALL_OUTCOME_SUCCEEDED: {
-          const done = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_SUCCEEDED, actor, req.message || 'install succeeded', { installProgress: progress, progress: true }, now);
-          await setInstallToken(trx, row.machineId, null);
+          const done = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_SUCCEEDED, actor, req.message || 'install succeeded', { installProgress: progress, progress: true, installToken: null }, now, nodeId);
           return { state: done.state, nextAction: InstallerAction.INSTALLER_ACTION_REBOOT, retryAfter: undefined };
         }
         case InstallOutcome.INSTALL_OUTCOME_FAILED: {
           const reason = req.message || 'installer reported failure';
-          const failed = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, actor, reason, { installProgress: progress, progress: true, lastError: reason }, now);
-          await setInstallToken(trx, row.machineId, null);
+          const failed = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, actor, reason, { installProgress: progress, progress: true, lastError: reason, installToken: null }, now, nodeId);
           return { state: failed.state, nextAction: InstallerAction.INSTALLER_ACTION_REDISCOVER, retryAfter: durationOf(this.settings.discoverRetryAfterMs) };
         }
         default:
@@ -505,8 +529,7 @@ export class Deployer {
         const last = row?.progressAt ?? row?.stateChangedAt;
         if (!row || row.state !== MachineState.MACHINE_STATE_INSTALLING || !last || last >= cutoff) return;
         const reason = `no install progress reported for ${secondsText(this.settings.installTimeoutMs)}`;
-        await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_TIMED_OUT, SYSTEM_ACTOR, reason, { lastError: reason }, now);
-        await setInstallToken(trx, row.machineId, null);
+        await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_TIMED_OUT, SYSTEM_ACTOR, reason, { lastError: reason, installToken: null }, now);
         expired++;
       });
     }

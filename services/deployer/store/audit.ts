@@ -22,25 +22,27 @@ export interface AuditEntry {
 
 const stateColumn = (s: MachineState | undefined) => (s === undefined || s === MachineState.MACHINE_STATE_UNSPECIFIED ? '' : stateName(s));
 
+/** The audit_events row of `e`, for an INSERT (alone or inside a state change's statement). */
+export function auditValues(e: AuditEntry) {
+  return {
+    at: e.at,
+    actor: e.actor,
+    actor_kind: ActorKind[e.actorKind],
+    rpc: e.rpc,
+    machine_id: e.machineId ?? '',
+    node_id: e.nodeId ?? '',
+    from_state: stateColumn(e.from),
+    to_state: stateColumn(e.to),
+    transition: e.transition ? MachineTransition[e.transition] : '',
+    reason: e.reason ?? '',
+    outcome: AuditOutcome[e.outcome],
+    resource_version: e.resourceVersion ?? null,
+    peer: e.peer ?? '',
+  };
+}
+
 export async function appendAudit(db: DeployerDb, e: AuditEntry): Promise<void> {
-  await db
-    .insertInto('audit_events')
-    .values({
-      at: e.at,
-      actor: e.actor,
-      actor_kind: ActorKind[e.actorKind],
-      rpc: e.rpc,
-      machine_id: e.machineId ?? '',
-      node_id: e.nodeId ?? '',
-      from_state: stateColumn(e.from),
-      to_state: stateColumn(e.to),
-      transition: e.transition ? MachineTransition[e.transition] : '',
-      reason: e.reason ?? '',
-      outcome: AuditOutcome[e.outcome],
-      resource_version: e.resourceVersion ?? null,
-      peer: e.peer ?? '',
-    })
-    .execute();
+  await db.insertInto('audit_events').values(auditValues(e)).execute();
 }
 
 export interface AuditQuery {

@@ -7,6 +7,7 @@ import { MachineInventory } from '../../../gen/ts/ultracloud/inventory/v1/invent
 import { InstallProgress, MachineState } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import type { Machine, PlanSummary } from '../../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { parseStateName, stateName } from '../domain/lifecycle.js';
+import { type AuditEntry, auditValues } from './audit.js';
 import type { DeployerDatabase, JsonDocument, MachinesTable } from './tables.js';
 
 export type DeployerDb = Kysely<DeployerDatabase> | Transaction<DeployerDatabase>;
@@ -67,6 +68,49 @@ export async function lockMachine(trx: DeployerDb, machineId: string): Promise<M
   return row ? toRow(row) : undefined;
 }
 
+/** The generation of the applied cluster state, read in the same statement as a machine. */
+function clusterGenerationColumn(db: DeployerDb) {
+  return db.selectFrom('cluster_state').select('generation').where('id', '=', 1);
+}
+
+function generationOf(value: bigint | string | null | undefined): bigint | undefined {
+  return value === null || value === undefined ? undefined : BigInt(value);
+}
+
+export interface LockedMachine {
+  readonly row: MachineRow;
+  /** The applied cluster state's generation, undefined when none is applied. */
+  readonly clusterGeneration: bigint | undefined;
+  /** The node assignment, when asked for (undefined: the machine has none). */
+  readonly assignment: NodeAssignment | undefined;
+}
+
+/**
+ * Locks the machine and, in the same round trip, reads the cluster-state generation and (when
+ * `withAssignment`) the machine's assignment: what every state-changing RPC reads first.
+ */
+export async function lockMachineWith(trx: DeployerDb, machineId: string, withAssignment = false): Promise<LockedMachine | undefined> {
+  const r = await trx
+    .selectFrom('machines')
+    .selectAll('machines')
+    .select((eb) => [
+      clusterGenerationColumn(trx).as('cluster_generation'),
+      ...(withAssignment
+        ? [eb.selectFrom('assignments as a').select(sql<AssignmentJson>`to_jsonb(a)`.as('j')).whereRef('a.machine_id', '=', 'machines.machine_id').as('assignment_json')]
+        : []),
+    ])
+    .where('machine_id', '=', machineId)
+    .forUpdate()
+    .executeTakeFirst();
+  if (!r) return undefined;
+  const extra = r as unknown as { cluster_generation: bigint | string | null; assignment_json?: AssignmentJson | null };
+  return {
+    row: toRow(r),
+    clusterGeneration: generationOf(extra.cluster_generation),
+    assignment: extra.assignment_json ? assignmentFromColumns(extra.assignment_json) : undefined,
+  };
+}
+
 export async function getMachineRow(db: DeployerDb, machineId: string): Promise<MachineRow | undefined> {
   const row = await db.selectFrom('machines').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
   return row ? toRow(row) : undefined;
@@ -104,30 +148,52 @@ export interface NewMachine {
   readonly now: Date;
 }
 
-export async function insertMachine(trx: DeployerDb, m: NewMachine): Promise<MachineRow> {
-  const row = await trx
-    .insertInto('machines')
-    .values({
-      machine_id: m.machineId,
-      system_uuid: m.systemUuid ?? null,
-      serial: m.serial ?? null,
-      state: stateName(MachineState.MACHINE_STATE_DISCOVERED),
-      previous_state: null,
-      resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
-      inventory: MachineInventory.toJSON(m.inventory) as JsonDocument,
-      inventory_hash: m.inventoryHash,
-      boot_id: m.bootId,
-      status_message: '',
-      last_error: '',
-      session_secret_hash: m.sessionSecretHash,
-      created_at: m.now,
-      updated_at: m.now,
-      state_changed_at: m.now,
-      last_seen_at: m.now,
-    })
-    .returningAll()
+/**
+ * Inserts the machine, its MACs (a MAC claimed by another machine moves to this one) and its
+ * audit event in one statement; returns the row and the applied cluster-state generation.
+ */
+export async function insertMachine(trx: DeployerDb, m: NewMachine, macs: readonly string[], audit: Omit<AuditEntry, 'resourceVersion'>): Promise<{ row: MachineRow; clusterGeneration: bigint | undefined }> {
+  let query = trx.with('m', (db) =>
+    db
+      .insertInto('machines')
+      .values({
+        machine_id: m.machineId,
+        system_uuid: m.systemUuid ?? null,
+        serial: m.serial ?? null,
+        state: stateName(MachineState.MACHINE_STATE_DISCOVERED),
+        previous_state: null,
+        resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
+        inventory: MachineInventory.toJSON(m.inventory) as JsonDocument,
+        inventory_hash: m.inventoryHash,
+        boot_id: m.bootId,
+        status_message: '',
+        last_error: '',
+        session_secret_hash: m.sessionSecretHash,
+        created_at: m.now,
+        updated_at: m.now,
+        state_changed_at: m.now,
+        last_seen_at: m.now,
+      })
+      .returningAll(),
+  );
+  if (macs.length > 0) {
+    // The MAC rows reference the new machine; a data-modifying CTE's row is visible to the
+    // foreign-key check of a sibling CTE, as both run in one statement.
+    query = query.with('x', (db) =>
+      db
+        .insertInto('machine_macs')
+        .values(macs.map((mac) => ({ mac, machine_id: m.machineId })))
+        .onConflict((oc) => oc.column('mac').doUpdateSet({ machine_id: m.machineId }))
+        .returning('mac'),
+    ) as unknown as typeof query;
+  }
+  const r = await query
+    .with('a', (db) => db.insertInto('audit_events').values({ ...auditValues(audit), resource_version: sql<bigint>`(SELECT resource_version FROM m)` }).returning('id'))
+    .selectFrom('m')
+    .selectAll('m')
+    .select(() => [clusterGenerationColumn(trx).as('cluster_generation')])
     .executeTakeFirstOrThrow();
-  return toRow(row);
+  return { row: toRow(r as Selectable<MachinesTable>), clusterGeneration: generationOf((r as unknown as { cluster_generation: bigint | string | null }).cluster_generation) };
 }
 
 /** Replaces the machine's MAC set; a MAC claimed by another machine moves to this one. */
@@ -155,39 +221,72 @@ export interface MachineUpdate {
   sessionSecretHash?: string | null;
   seen?: boolean;
   progress?: boolean;
+  /** The install token of one install or rescue attempt; null revokes it. */
+  installToken?: { hash: string; expiresAt: Date } | null;
 }
 
-/** Applies the update with a new resource_version in one statement; returns the new row. */
-export async function updateMachine(trx: DeployerDb, current: MachineRow, update: MachineUpdate, now: Date): Promise<MachineRow> {
+/**
+ * Applies the update with a new resource_version in one statement; returns the new row. With
+ * `audit`, the audit event (carrying that resource_version) is inserted by the same statement.
+ */
+export async function updateMachine(trx: DeployerDb, current: MachineRow, update: MachineUpdate, now: Date, audit?: Omit<AuditEntry, 'resourceVersion'>): Promise<MachineRow> {
   const stateChanged = update.state !== undefined && update.state !== current.state;
+  const changes = {
+    resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
+    updated_at: now,
+    ...(update.state !== undefined ? { state: stateName(update.state) } : {}),
+    ...(stateChanged ? { state_changed_at: now } : {}),
+    ...(update.previousState !== undefined
+      ? { previous_state: update.previousState === MachineState.MACHINE_STATE_UNSPECIFIED ? null : stateName(update.previousState) }
+      : {}),
+    ...(update.inventory ? { inventory: MachineInventory.toJSON(update.inventory) as JsonDocument } : {}),
+    ...(update.inventoryHash !== undefined ? { inventory_hash: update.inventoryHash } : {}),
+    ...(update.systemUuid !== undefined ? { system_uuid: update.systemUuid } : {}),
+    ...(update.serial !== undefined ? { serial: update.serial } : {}),
+    ...(update.bootId !== undefined ? { boot_id: update.bootId } : {}),
+    ...(update.statusMessage !== undefined ? { status_message: update.statusMessage } : {}),
+    ...(update.lastError !== undefined ? { last_error: update.lastError } : {}),
+    ...(update.installProgress !== undefined
+      ? { install_progress: update.installProgress ? (InstallProgress.toJSON(update.installProgress) as JsonDocument) : null }
+      : {}),
+    ...(update.sessionSecretHash !== undefined ? { session_secret_hash: update.sessionSecretHash } : {}),
+    ...(update.seen ? { last_seen_at: now } : {}),
+    ...(update.progress ? { progress_at: now } : {}),
+    ...(update.installToken !== undefined ? { install_token_hash: update.installToken?.hash ?? null, install_token_expires_at: update.installToken?.expiresAt ?? null } : {}),
+  };
+  if (!audit) {
+    const row = await trx.updateTable('machines').set(changes).where('machine_id', '=', current.machineId).returningAll().executeTakeFirstOrThrow();
+    return toRow(row);
+  }
   const row = await trx
+    .with('u', (db) => db.updateTable('machines').set(changes).where('machine_id', '=', current.machineId).returningAll())
+    .with('a', (db) => db.insertInto('audit_events').values({ ...auditValues(audit), resource_version: sql<bigint>`(SELECT resource_version FROM u)` }).returning('id'))
+    .selectFrom('u')
+    .selectAll('u')
+    .executeTakeFirstOrThrow();
+  return toRow(row as Selectable<MachinesTable>);
+}
+
+/**
+ * An installer's progress report while the machine is INSTALLING, as one statement (no explicit
+ * transaction): the row lock of the UPDATE orders it against every state change, and its WHERE is
+ * re-checked on the locked row. Keeps the install's startedAt. Returns false when the machine is
+ * not (or no longer) INSTALLING, for the caller to take the general path.
+ */
+export async function recordInstallingProgress(db: DeployerDb, machineId: string, progress: InstallProgress, now: Date): Promise<boolean> {
+  const doc = JSON.stringify(InstallProgress.toJSON(progress));
+  const r = await db
     .updateTable('machines')
     .set({
       resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
       updated_at: now,
-      ...(update.state !== undefined ? { state: stateName(update.state) } : {}),
-      ...(stateChanged ? { state_changed_at: now } : {}),
-      ...(update.previousState !== undefined
-        ? { previous_state: update.previousState === MachineState.MACHINE_STATE_UNSPECIFIED ? null : stateName(update.previousState) }
-        : {}),
-      ...(update.inventory ? { inventory: MachineInventory.toJSON(update.inventory) as JsonDocument } : {}),
-      ...(update.inventoryHash !== undefined ? { inventory_hash: update.inventoryHash } : {}),
-      ...(update.systemUuid !== undefined ? { system_uuid: update.systemUuid } : {}),
-      ...(update.serial !== undefined ? { serial: update.serial } : {}),
-      ...(update.bootId !== undefined ? { boot_id: update.bootId } : {}),
-      ...(update.statusMessage !== undefined ? { status_message: update.statusMessage } : {}),
-      ...(update.lastError !== undefined ? { last_error: update.lastError } : {}),
-      ...(update.installProgress !== undefined
-        ? { install_progress: update.installProgress ? (InstallProgress.toJSON(update.installProgress) as JsonDocument) : null }
-        : {}),
-      ...(update.sessionSecretHash !== undefined ? { session_secret_hash: update.sessionSecretHash } : {}),
-      ...(update.seen ? { last_seen_at: now } : {}),
-      ...(update.progress ? { progress_at: now } : {}),
+      progress_at: now,
+      install_progress: sql<JsonDocument>`jsonb_set(${doc}::jsonb, '{startedAt}', coalesce(install_progress -> 'startedAt', ${doc}::jsonb -> 'startedAt'))`,
     })
-    .where('machine_id', '=', current.machineId)
-    .returningAll()
-    .executeTakeFirstOrThrow();
-  return toRow(row);
+    .where('machine_id', '=', machineId)
+    .where('state', '=', stateName(MachineState.MACHINE_STATE_INSTALLING))
+    .executeTakeFirst();
+  return r.numUpdatedRows > 0n;
 }
 
 /**
@@ -207,9 +306,11 @@ export async function deleteMachine(trx: DeployerDb, machineId: string): Promise
 
 // ---- assignments ------------------------------------------------------------------------------
 
-export async function getAssignment(db: DeployerDb, machineId: string): Promise<NodeAssignment | undefined> {
-  const r = await db.selectFrom('assignments').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
-  if (!r) return undefined;
+type AssignmentColumns = Selectable<DeployerDatabase['assignments']>;
+/** An assignments row as `to_jsonb(a)` returns it (timestamps as text). */
+type AssignmentJson = Omit<AssignmentColumns, 'assigned_at' | 'cluster_generation'> & { assigned_at: Date | string; cluster_generation: bigint | string | number };
+
+function assignmentFromColumns(r: AssignmentJson): NodeAssignment {
   return {
     nodeId: r.node_id,
     hostname: r.hostname,
@@ -220,9 +321,14 @@ export async function getAssignment(db: DeployerDb, machineId: string): Promise<
     installProfile: r.install_profile,
     source: AssignmentSource[r.source as keyof typeof AssignmentSource] ?? AssignmentSource.ASSIGNMENT_SOURCE_UNSPECIFIED,
     sourceName: r.source_name,
-    assignedAt: r.assigned_at,
+    assignedAt: typeof r.assigned_at === 'string' ? new Date(r.assigned_at) : r.assigned_at,
     clusterGeneration: BigInt(r.cluster_generation),
   };
+}
+
+export async function getAssignment(db: DeployerDb, machineId: string): Promise<NodeAssignment | undefined> {
+  const r = await db.selectFrom('assignments').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
+  return r ? assignmentFromColumns(r) : undefined;
 }
 
 export async function insertAssignment(trx: DeployerDb, machineId: string, a: NodeAssignment): Promise<void> {
