@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { ClusterState } from '../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { checkTransport, ConfigError, daemonConfigSpec, DEFAULT_PORTS, loadConfig } from '../lib/config/index.js';
 import type { Component } from '../lib/component.js';
-import { createLogger, type Logger } from '../lib/log.js';
+import { createLogger } from '../lib/log.js';
 import { stopOnSignals } from '../lib/process.js';
 import { decodeProtoJson } from '../lib/proto-json.js';
 import { serveComponents } from '../lib/serve.js';
@@ -37,17 +37,19 @@ function readClusterStateFile(path: string): ClusterState {
 
 /**
  * The cluster state to apply at start: `--cluster <file>` or ULTRACLOUD_CLUSTER_FILE, else (for
- * `up` only) the example lab; `--no-cluster` applies nothing. A missing example is not an error.
+ * `up` only) the example lab, which ships with UltraCloud; `--no-cluster` applies nothing.
  */
-function initialClusterState(command: string, cluster: unknown, fallback: string | undefined, logger: Logger): InitialClusterState | undefined {
+function initialClusterState(command: string, cluster: unknown, fallback: string | undefined): InitialClusterState | undefined {
   if (cluster === false) return undefined;
   const explicit = typeof cluster === 'string' ? cluster : process.env.ULTRACLOUD_CLUSTER_FILE || undefined;
   const path = explicit ? resolve(explicit) : fallback;
   if (!path) return undefined;
   if (!existsSync(path)) {
-    if (explicit) throw new ConfigError([`${CLUSTER_SETTING}: file does not exist, got ${JSON.stringify(explicit)}`]);
-    logger.warn({ event: 'example.cluster_missing', path });
-    return undefined;
+    throw new ConfigError([
+      explicit
+        ? `${CLUSTER_SETTING}: file does not exist, got ${JSON.stringify(explicit)}`
+        : `${CLUSTER_SETTING}: the example lab ${path} is missing from this checkout; pass --no-cluster to start without a cluster state`,
+    ]);
   }
   return { state: readClusterStateFile(path), source: path, actor: `ultracloud ${command}` };
 }
@@ -86,7 +88,7 @@ async function runServer(command: string, select: ComponentSelection, defaultPor
   const config = loadConfig(daemonConfigSpec(defaultPort), { flags });
   checkTransport(config);
   const logger = createLogger({ level: config.logLevel, name: 'ultracloud' });
-  const initial = initialClusterState(command, opts.cluster, exampleCluster, logger);
+  const initial = initialClusterState(command, opts.cluster, exampleCluster);
   const running = await serveComponents({ components: select(flags, initial), config, logger });
   logger.info({ event: 'ready', address: running.server.address, admin_token_file: running.adminTokenPath, state_dir: config.stateDir });
   stopOnSignals(running.stop, logger);

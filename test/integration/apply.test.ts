@@ -17,8 +17,6 @@ const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const FIXTURE = join(REPO, 'test/fixtures/cluster-state/lab6.json');
 const LAB_DIR = join(REPO, 'nix/examples/lab6');
 const LAB_GENERATED = join(LAB_DIR, 'generated/cluster-state.json');
-/** Until nix/examples/lab6/generated lands, the captured lab document stands in for it. */
-const LAB_STATE = existsSync(LAB_GENERATED) ? LAB_GENERATED : FIXTURE;
 /** ultracloud-process.ts passes the test runner's environment on: never let it choose a cluster file. */
 const NO_CLUSTER_ENV = { ULTRACLOUD_CLUSTER_FILE: '' };
 /** A first PGlite open is slow on a busy machine. */
@@ -43,14 +41,12 @@ async function upOnce(stateDir: string, args: readonly string[]): Promise<UpRun>
 }
 
 /** `up` twice on one state dir; started with the deployer so both run while the CLI tests do. */
-let upTwice: Promise<{ fallback: boolean; first: UpRun; second: UpRun }>;
+let upTwice: Promise<{ first: UpRun; second: UpRun }>;
 
 test.before(async () => {
-  // The default is the committed lab document; until it lands, name the stand-in explicitly.
-  const fallback = LAB_STATE !== LAB_GENERATED;
-  const args = fallback ? ['--cluster', FIXTURE] : [];
+  const args: string[] = [];
   const stateDir = join(work, 'up');
-  upTwice = (async () => ({ fallback, first: await upOnce(stateDir, args), second: await upOnce(stateDir, args) }))();
+  upTwice = (async () => ({ first: await upOnce(stateDir, args), second: await upOnce(stateDir, args) }))();
   upTwice.catch(() => undefined);
   deployer = await startUltracloud('deployer', { env: NO_CLUSTER_ENV, timeoutMs: START_TIMEOUT_MS });
 });
@@ -241,7 +237,6 @@ nixTest("a Nix evaluation error shows Nix's message, exits 4 and applies nothing
   t.is(await generationOf(deployer), 3n);
 });
 
-if (existsSync(join(LAB_DIR, 'default.nix')) && existsSync(LAB_GENERATED)) {
   nixTest("the lab's Nix directory and its generated documents apply the same", async (t) => {
     const fromNix = await apply('-f', LAB_DIR, '--dry-run');
     const fromJson = await apply('-f', LAB_GENERATED, '--dry-run');
@@ -259,13 +254,9 @@ if (existsSync(join(LAB_DIR, 'default.nix')) && existsSync(LAB_GENERATED)) {
     t.is(services.code, 0, show(services));
     t.regex(services.stdout, /^service policies: not applied \(fleet-scheduler is not running at /m);
   });
-} else {
-  test.skip("the lab's Nix directory and its generated documents apply the same — skipped: nix/examples/lab6/generated is not committed", () => undefined);
-}
 
 test('ultracloud up applies the lab cluster state once, and a restart keeps its generation', async (t) => {
   const run = await upTwice;
-  if (run.fallback) t.log(`${LAB_GENERATED} is not there yet: used ${FIXTURE}`);
   t.is(run.first.generation, 1n);
   t.true(run.first.output.includes('"cluster_state.seeded"'), run.first.output);
   t.is(run.second.generation, 1n);
@@ -283,17 +274,3 @@ test('ultracloud up refuses a cluster file with an unknown field before it start
   t.false(existsSync(stateDir), 'nothing was written');
 });
 
-if (existsSync(LAB_GENERATED)) {
-  test.skip('without the generated lab file, up logs example.cluster_missing and serves — skipped: the file exists', () => undefined);
-} else {
-  test('without the generated lab file, up logs example.cluster_missing and serves', async (t) => {
-    const up = await startUltracloud('up', { env: NO_CLUSTER_ENV, timeoutMs: START_TIMEOUT_MS });
-    t.teardown(() => rm(up.stateDir, { recursive: true, force: true }));
-    try {
-      t.true(up.output.some((l) => l.includes('"example.cluster_missing"')), up.output.join(''));
-      t.is(await generationOf(up), 0n);
-    } finally {
-      await up.stop();
-    }
-  });
-}
