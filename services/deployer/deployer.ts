@@ -43,7 +43,6 @@ import {
   deletePlan,
   getAssignment,
   getPlan,
-  insertAssignment,
   insertMachine,
   lockMachine,
   lockMachineByIdentity,
@@ -229,7 +228,7 @@ export class Deployer {
    * becomes INSPECTED; an unassigned machine's status says what it waits for. Returns whether
    * an enrollment rule asks to commission it now (done in its own transaction, see autoEnroll).
    */
-  private async inspect(trx: Trx, row: MachineRow, known?: { generation: bigint | undefined }): Promise<{ row: MachineRow; commission: boolean }> {
+  private async inspect(trx: Trx, row: MachineRow, known?: { generation: bigint | undefined }): Promise<{ row: MachineRow; commission: boolean; cluster?: AppliedClusterState }> {
     if (row.state !== MachineState.MACHINE_STATE_DISCOVERED && row.state !== MachineState.MACHINE_STATE_INSPECTED) return { row, commission: false };
     const cluster = await this.clusterState(trx, known);
     let result: ReturnType<typeof matchEnrollment> | undefined;
@@ -256,38 +255,38 @@ export class Deployer {
     if (!result.autoCommission) {
       return { row: await this.setStatus(trx, current, `matched ${result.assignment.sourceName}; waiting for an operator to commission`), commission: false };
     }
-    return { row: current, commission: true };
+    return { row: current, commission: true, ...(cluster ? { cluster } : {}) };
   }
 
   /**
-   * Commissions (and, when the rule says so, deploys) an inspected machine, each step its own
-   * short transaction so that the cluster-wide name lock is held only while a name is taken.
+   * Inside the Discover transaction, which holds the machine's row: commissions an inspected
+   * machine an enrollment rule auto-commissions. The cluster-wide name lock is taken last, so it
+   * is held only from reading the taken names to the commit (lock order: row, then names, as for
+   * an operator's Commission).
    */
-  private async autoEnroll(machineId: string): Promise<{ row: MachineRow | undefined; deployed: boolean }> {
-    const committed = await this.db.transaction().execute(async (trx) => {
-      await advisoryLock(trx, LOCK_NAMES);
-      const locked = await lockMachineWith(trx, machineId);
-      const row = locked?.row;
-      if (!locked || !row || row.state !== MachineState.MACHINE_STATE_INSPECTED) return { row, autoInstall: false };
-      const cluster = await this.clusterState(trx, { generation: locked.clusterGeneration });
-      if (!cluster) return { row, autoInstall: false };
-      let result: ReturnType<typeof matchEnrollment>;
-      try {
-        result = matchEnrollment(row.inventory, cluster.state, await takenNames(trx, machineId));
-      } catch (err) {
-        if (!(err instanceof FailedPreconditionError)) throw err;
-        return { row: await this.setStatus(trx, row, `enrollment: ${err.message}`), autoInstall: false };
-      }
-      if (!result || !result.autoCommission || result.belowMinimum.length > 0) return { row, autoInstall: false };
-      const assignment = { ...result.assignment, assignedAt: new Date(), clusterGeneration: cluster.generation };
-      return { row: await this.commission(trx, row, assignment, SYSTEM_ACTOR, `enrollment ${result.assignment.sourceName}`), autoInstall: result.autoInstall, rule: result.assignment.sourceName };
-    });
-    if (!committed.autoInstall || committed.row?.state !== MachineState.MACHINE_STATE_COMMISSIONED) return { row: committed.row, deployed: false };
-    const rule = 'rule' in committed ? committed.rule : '';
+  private async enroll(trx: Trx, row: MachineRow, cluster: AppliedClusterState | undefined): Promise<{ row: MachineRow; autoInstall: boolean; rule: string }> {
+    if (row.state !== MachineState.MACHINE_STATE_INSPECTED || !cluster) return { row, autoInstall: false, rule: '' };
+    await advisoryLock(trx, LOCK_NAMES);
+    let result: ReturnType<typeof matchEnrollment>;
+    try {
+      result = matchEnrollment(row.inventory, cluster.state, await takenNames(trx, row.machineId));
+    } catch (err) {
+      if (!(err instanceof FailedPreconditionError)) throw err;
+      return { row: await this.setStatus(trx, row, `enrollment: ${err.message}`), autoInstall: false, rule: '' };
+    }
+    if (!result || !result.autoCommission || result.belowMinimum.length > 0) return { row, autoInstall: false, rule: '' };
+    const assignment = { ...result.assignment, assignedAt: new Date(), clusterGeneration: cluster.generation };
+    const rule = result.assignment.sourceName;
+    return { row: await this.commission(trx, row, assignment, SYSTEM_ACTOR, `enrollment ${rule}`), autoInstall: result.autoInstall, rule };
+  }
+
+  /** Deploys a machine its enrollment rule auto-installs, in its own short transaction. */
+  private async autoDeploy(machineId: string, rule: string): Promise<{ row: MachineRow | undefined; deployed: boolean }> {
     return this.db.transaction().execute(async (trx) => {
       const locked = await lockMachineWith(trx, machineId, true);
       if (!locked || locked.row.state !== MachineState.MACHINE_STATE_COMMISSIONED) return { row: locked?.row, deployed: false };
-      return { row: await this.deployPlan(trx, locked.row, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${rule} auto-installs`, PlanMode.PLAN_MODE_INSTALL, [], locked), deployed: true };
+      const row = await this.deployPlan(trx, locked.row, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${rule} auto-installs`, PlanMode.PLAN_MODE_INSTALL, [], locked);
+      return { row, deployed: true };
     });
   }
 
@@ -299,12 +298,12 @@ export class Deployer {
   private async commission(trx: Trx, row: MachineRow, assignment: NodeAssignment, actor: Actor, reason: string): Promise<MachineRow> {
     planTransition(row.state, MachineTransition.MACHINE_TRANSITION_COMMISSION);
     try {
-      await insertAssignment(trx, row.machineId, assignment);
+      // The assignment is inserted by the same statement as the state change and its audit event.
+      return await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_COMMISSION, actor, reason, { newAssignment: assignment }, new Date(), assignment.nodeId);
     } catch (err) {
       if (isUniqueViolation(err)) throw new ConflictError(`node_id ${assignment.nodeId} or hostname ${assignment.hostname} is already assigned`);
       throw err;
     }
-    return this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_COMMISSION, actor, reason, {}, new Date(), assignment.nodeId);
   }
 
   // ---- BootstrapService ------------------------------------------------------------------------
@@ -338,7 +337,8 @@ export class Deployer {
           { at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${input.installerVersion || 'unknown'}`, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) },
         );
         this.log.info({ event: 'machine.discovered', machine_id: machineId });
-        return this.inspect(trx, created.row, { generation: created.clusterGeneration });
+        const inspected = await this.inspect(trx, created.row, { generation: created.clusterGeneration });
+        return inspected.commission ? this.enroll(trx, inspected.row, inspected.cluster) : inspected;
       }
       const previousBoot = existing.bootId;
       const changed = existing.inventoryHash !== hash;
@@ -362,15 +362,17 @@ export class Deployer {
         const reason = 'installer restarted during installation (new boot id)';
         current = await this.transition(trx, current, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, SYSTEM_ACTOR, reason, { lastError: reason, installToken: null });
       } else {
-        return this.inspect(trx, current);
+        const inspected = await this.inspect(trx, current);
+        return inspected.commission ? this.enroll(trx, inspected.row, inspected.cluster) : inspected;
       }
-      return { row: current, commission: false };
+      return { row: current };
     });
-    const enrolled = discovered.commission ? await this.autoEnroll(discovered.row.machineId) : undefined;
-    const row = enrolled?.row ?? discovered.row;
+    const autoInstall = 'autoInstall' in discovered && discovered.autoInstall && discovered.row.state === MachineState.MACHINE_STATE_COMMISSIONED;
+    const deployed = autoInstall ? await this.autoDeploy(discovered.row.machineId, discovered.rule) : undefined;
+    const row = deployed?.row ?? discovered.row;
 
     let planReady: boolean;
-    if (enrolled?.deployed) {
+    if (deployed?.deployed) {
       // This call just rendered and stored an unfetched install plan (or failed the machine).
       planReady = row.state === MachineState.MACHINE_STATE_INSTALL_PENDING;
     } else if (row.state === MachineState.MACHINE_STATE_INSTALL_PENDING || row.state === MachineState.MACHINE_STATE_RESCUE) {

@@ -223,6 +223,8 @@ export interface MachineUpdate {
   progress?: boolean;
   /** The install token of one install or rescue attempt; null revokes it. */
   installToken?: { hash: string; expiresAt: Date } | null;
+  /** A node assignment to insert by the same statement (commissioning). */
+  newAssignment?: NodeAssignment;
 }
 
 /**
@@ -255,12 +257,18 @@ export async function updateMachine(trx: DeployerDb, current: MachineRow, update
     ...(update.installToken !== undefined ? { install_token_hash: update.installToken?.hash ?? null, install_token_expires_at: update.installToken?.expiresAt ?? null } : {}),
   };
   if (!audit) {
+    if (update.newAssignment) await insertAssignment(trx, current.machineId, update.newAssignment);
     const row = await trx.updateTable('machines').set(changes).where('machine_id', '=', current.machineId).returningAll().executeTakeFirstOrThrow();
     return toRow(row);
   }
-  const row = await trx
+  let query = trx
     .with('u', (db) => db.updateTable('machines').set(changes).where('machine_id', '=', current.machineId).returningAll())
-    .with('a', (db) => db.insertInto('audit_events').values({ ...auditValues(audit), resource_version: sql<bigint>`(SELECT resource_version FROM u)` }).returning('id'))
+    .with('a', (db) => db.insertInto('audit_events').values({ ...auditValues(audit), resource_version: sql<bigint>`(SELECT resource_version FROM u)` }).returning('id'));
+  if (update.newAssignment) {
+    const values = assignmentValues(current.machineId, update.newAssignment);
+    query = query.with('n', (db) => db.insertInto('assignments').values(values).returning('machine_id')) as unknown as typeof query;
+  }
+  const row = await query
     .selectFrom('u')
     .selectAll('u')
     .executeTakeFirstOrThrow();
@@ -331,10 +339,8 @@ export async function getAssignment(db: DeployerDb, machineId: string): Promise<
   return r ? assignmentFromColumns(r) : undefined;
 }
 
-export async function insertAssignment(trx: DeployerDb, machineId: string, a: NodeAssignment): Promise<void> {
-  await trx
-    .insertInto('assignments')
-    .values({
+function assignmentValues(machineId: string, a: NodeAssignment) {
+  return {
       machine_id: machineId,
       node_id: a.nodeId,
       hostname: a.hostname,
@@ -347,8 +353,11 @@ export async function insertAssignment(trx: DeployerDb, machineId: string, a: No
       source_name: a.sourceName,
       assigned_at: a.assignedAt ?? new Date(),
       cluster_generation: a.clusterGeneration,
-    })
-    .execute();
+  };
+}
+
+export async function insertAssignment(trx: DeployerDb, machineId: string, a: NodeAssignment): Promise<void> {
+  await trx.insertInto('assignments').values(assignmentValues(machineId, a)).execute();
 }
 
 export async function deleteAssignment(trx: DeployerDb, machineId: string): Promise<void> {
