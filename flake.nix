@@ -2,13 +2,17 @@
 #
 #   lib                           nix/lib/cluster-schema.nix: `lib.evalCluster cluster` validates a
 #                                 cluster and returns clusterState, hostDeployments,
-#                                 servicePolicies, nodeConfigs, installPlans, testTopology.
+#                                 servicePolicies, nodeConfigs, classConfigs, installPlans,
+#                                 testTopology.
 #   nixosModules.<name>           services.ultracloud.{deployer,host-controller,fleet-scheduler,
 #                                 nix-agent,node-agent} and the `ultracloud-cluster` exporter;
 #   nixosModules.default          all of them, plus the overlay providing pkgs.ultracloud.
 #   overlays.default, packages    the `ultracloud` and `deployer-ctl` binaries.
 #   nixosConfigurations.<node>    one system per fixed node of nix/examples/lab6 (what its install
 #                                 profile's flakeAttr `nixosConfigurations.{hostname}` names).
+#   nixosConfigurations.<class>   one generic system per node class of the lab that enrollment
+#                                 rules fill (`worker`): node identity from
+#                                 /var/lib/ultracloud/node.json at boot, see docs/nix-schema.md.
 #
 # Your own cluster, in your flake:
 #
@@ -65,9 +69,13 @@
 
       lab6 = import ./nix/examples/lab6/cluster.nix;
 
-      # One fixed node of `cluster` as a NixOS system: the exporter sets hostname, network,
-      # disks and agents; only the boot loader and state version are chosen here.
-      nodeSystem = cluster: nodeId:
+      lab6Evaluated = schema.evalCluster lab6;
+
+      # One system of `cluster`: `mode` is { nodeId = …; } for a fixed node (the exporter sets
+      # hostname, network, disks and agents) or { nodeClass = …; } for a class's generic system
+      # (the exporter sets domain, disks and agents; identity comes at boot). Only the boot
+      # loader and state version are chosen here.
+      clusterSystem = cluster: mode:
         nixpkgs.lib.nixosSystem {
           system = "x86_64-linux";
           modules = [
@@ -75,8 +83,7 @@
             self.nixosModules.default
             ({ modulesPath, ... }: {
               imports = [ (modulesPath + "/installer/scan/not-detected.nix") ];
-              ultracloud.cluster = cluster;
-              ultracloud.nodeId = nodeId;
+              ultracloud = { inherit cluster; } // mode;
               boot.loader.systemd-boot.enable = true;
               boot.loader.efi.canTouchEfiVariables = true;
               hardware.enableRedistributableFirmware = true;
@@ -108,8 +115,10 @@
         };
       };
 
-      nixosConfigurations = nixpkgs.lib.genAttrs
-        (builtins.attrNames (schema.evalCluster lab6).nodeConfigs)
-        (nodeSystem lab6);
+      nixosConfigurations =
+        nixpkgs.lib.genAttrs (builtins.attrNames lab6Evaluated.nodeConfigs) (nodeId: clusterSystem lab6 { inherit nodeId; })
+        // nixpkgs.lib.genAttrs
+          (builtins.filter (c: lab6Evaluated.classConfigs.${c}.enrollmentRules != [ ]) (builtins.attrNames lab6Evaluated.classConfigs))
+          (nodeClass: clusterSystem lab6 { inherit nodeClass; });
     };
 }

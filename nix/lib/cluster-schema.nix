@@ -82,6 +82,7 @@ rec {
       hostDeployments = import ./schema/generators/host-deployments.nix { inherit config enums; };
       servicePolicies = import ./schema/generators/service-specs.nix { inherit config enums; };
       nodeConfigs = import ./schema/generators/node-configs.nix { inherit config net disko; };
+      classConfigs = import ./schema/generators/class-configs.nix { inherit config disko; };
       installPlans = import ./schema/generators/install-plans.nix { inherit config enums net disko clusterState; };
       testTopology = import ./schema/generators/test-topology.nix { inherit config net fleet; };
     };

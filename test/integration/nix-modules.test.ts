@@ -3,8 +3,9 @@
 // function is evaluated against a small stand-in for nixpkgs' `lib` (module merging reduced to
 // recursive attrset merge and list concatenation). That checks what the units would run and
 // which ULTRACLOUD_* variables they set, not NixOS itself.
-import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
@@ -47,7 +48,12 @@ const STUB_LIB = `
     splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
     concatStringsSep = builtins.concatStringsSep;
   };
-  pkgs = { writeShellScript = name: _text: "/nix/store/stub-\${name}"; kexec-tools = "/nix/store/stub-kexec-tools"; };`;
+  pkgs = {
+    writeShellScript = name: _text: "/nix/store/stub-\${name}";
+    kexec-tools = "/nix/store/stub-kexec-tools";
+    jq = "/nix/store/stub-jq";
+    coreutils = "/nix/store/stub-coreutils";
+  };`;
 
 /** `config` of nix/modules/<module>.nix for the option defaults overridden by `values`. */
 const SERVICE_MODULE_EXPR = `{ repo, module, values }:
@@ -156,15 +162,44 @@ nixTest('host-controller, fleet-scheduler and node-agent units run their compone
   t.deepEqual(disabled, {} as ModuleConfig, 'a module left disabled adds nothing');
 });
 
-const EXPORTER_EXPR = `{ repo, nodeId }:
+/** The exporter's `config` for the lab with `mode` ({ nodeId } and/or { nodeClass }) set. */
+const EXPORTER_EXPR = `{ repo, mode }:
 let
   ${STUB_LIB}
   exporter = import (/. + repo + "/nix/modules/ultracloud-cluster.nix") {
-    inherit lib;
-    config.ultracloud = { cluster = import (/. + repo + "/nix/examples/lab6/cluster.nix"); inherit nodeId; };
+    inherit lib pkgs;
+    config.ultracloud = { cluster = import (/. + repo + "/nix/examples/lab6/cluster.nix"); nodeId = null; nodeClass = null; } // builtins.fromJSON mode;
   };
   set = exporter.config;
-in { inherit (set) networking disko services; links = set.systemd.network.links; }`;
+in {
+  inherit (set) assertions;
+  networking = set.networking or null;
+  disko = set.disko or null;
+  services = set.services or null;
+  links = set.systemd.network.links or { };
+  units = set.systemd.services or { };
+}`;
+
+interface ExporterConfig {
+  assertions: { assertion: boolean; message: string }[];
+  networking: {
+    hostName: string;
+    domain: string;
+    useNetworkd?: boolean;
+    useDHCP: boolean;
+    interfaces?: Record<string, { ipv4: { addresses: { address: string }[] } }>;
+    nameservers: string[];
+    search: string[];
+  } | null;
+  disko: { devices: { disk: Record<string, { device: string; content: { type: string; partitions: Record<string, unknown> } }> } } | null;
+  services: { ultracloud: { 'nix-agent': { enable: boolean; hostController: string }; 'node-agent': { enable: boolean; fleetScheduler: string } } } | null;
+  links: Record<string, unknown>;
+  units: Record<string, { before: string[]; wants: string[]; wantedBy: string[]; path: string[]; unitConfig: Record<string, unknown>; serviceConfig: Record<string, unknown> }>;
+}
+
+function exporter(mode: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return nix(['--eval', '--strict', '--json', '--argstr', 'repo', REPO, '--argstr', 'mode', JSON.stringify(mode), '--expr', EXPORTER_EXPR]);
+}
 
 const LAB_FILES = ['nix/lib/cluster-schema.nix', 'nix/examples/lab6/cluster.nix'];
 const labMissing = LAB_FILES.filter((f) => !existsSync(join(REPO, f)));
@@ -173,25 +208,133 @@ if (labMissing.length > 0 && process.env.CI !== 'true') {
   test.skip(`the cluster exporter sets a lab node's network, disks and agents — skipped: ${labMissing.join(', ')} not there yet`, () => undefined);
 } else {
   nixTest("the cluster exporter sets a lab node's network, disks and agents from the schema", async (t) => {
-    const run = await nix(['--eval', '--strict', '--json', '--argstr', 'repo', REPO, '--argstr', 'nodeId', 'cp-1', '--expr', EXPORTER_EXPR]);
+    const run = await exporter({ nodeId: 'cp-1' });
     t.is(run.code, 0, run.stderr);
-    const node = JSON.parse(run.stdout) as {
-      networking: { hostName: string; domain: string; interfaces: Record<string, { ipv4: { addresses: { address: string }[] } }>; nameservers: string[] };
-      disko: { devices: { disk: Record<string, unknown> } };
-      services: { ultracloud: { 'nix-agent': { enable: boolean; hostController: string }; 'node-agent': { enable: boolean } } };
-      links: Record<string, unknown>;
-    };
+    const node = JSON.parse(run.stdout) as ExporterConfig;
+    if (!node.networking || !node.disko || !node.services) return t.fail(run.stdout);
     t.is(node.networking.hostName, 'cp-1');
     t.truthy(node.networking.domain);
-    t.true(Object.values(node.networking.interfaces).some((i) => i.ipv4.addresses.some((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a.address))));
+    t.true(Object.values(node.networking.interfaces ?? {}).some((i) => i.ipv4.addresses.some((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a.address))));
     t.true(node.networking.nameservers.length > 0);
     t.truthy(node.disko.devices.disk.root, 'disko root disk');
     t.true(node.services.ultracloud['nix-agent'].enable);
     t.regex(node.services.ultracloud['nix-agent'].hostController, /:\d+$/);
     t.true(Object.keys(node.links).length > 0, 'the NIC is named by MAC');
 
-    const unknown = await nix(['--eval', '--strict', '--json', '--argstr', 'repo', REPO, '--argstr', 'nodeId', 'no-such-node', '--expr', EXPORTER_EXPR]);
+    t.deepEqual(node.units, {}, 'a fixed node has no identity unit');
+    t.true(node.assertions.every((a) => a.assertion));
+
+    const unknown = await exporter({ nodeId: 'no-such-node' });
     t.not(unknown.code, 0);
     t.regex(unknown.stderr, /ultracloud\.nodeId: "no-such-node" is not a fixed node/);
   });
+
+  nixTest("the cluster exporter in class mode sets the class's domain, disks and agents, and the identity unit", async (t) => {
+    const run = await exporter({ nodeClass: 'worker' });
+    t.is(run.code, 0, run.stderr);
+    const worker = JSON.parse(run.stdout) as ExporterConfig;
+    if (!worker.networking || !worker.disko || !worker.services) return t.fail(run.stdout);
+    t.like(worker.networking, { hostName: '', domain: 'lab6.internal', useNetworkd: true, useDHCP: false, nameservers: ['10.44.0.1'], search: ['lab6.internal'] });
+    t.is(worker.networking.interfaces, undefined, 'interfaces come from the identity file');
+    t.deepEqual(worker.links, {});
+    const root = worker.disko.devices.disk.root;
+    t.is(root?.device, '@ULTRACLOUD_ROOT_DISK@');
+    t.deepEqual(Object.keys(root?.content.partitions ?? {}), ['ESP', 'root']);
+    t.like(worker.services.ultracloud, {
+      'nix-agent': { enable: true, hostController: '10.44.0.2:7000' },
+      'node-agent': { enable: true, fleetScheduler: '10.44.0.2:7000' },
+    });
+    const unit = worker.units['ultracloud-node-identity'];
+    if (!unit) return t.fail(`no ultracloud-node-identity unit: ${JSON.stringify(worker.units)}`);
+    t.like(unit, { unitConfig: { DefaultDependencies: false }, serviceConfig: { Type: 'oneshot', RemainAfterExit: true, ExecStart: '/nix/store/stub-ultracloud-node-identity' } });
+    t.true(unit.before.includes('network-pre.target') && unit.before.includes('systemd-networkd.service'));
+    t.true(unit.wants.includes('network-pre.target'));
+    t.true(unit.path.includes('/nix/store/stub-jq'));
+    t.true(worker.assertions.every((a) => a.assertion));
+
+    const unknown = await exporter({ nodeClass: 'gpu' });
+    t.not(unknown.code, 0);
+    t.regex(unknown.stderr, /ultracloud\.nodeClass: "gpu" is not a node class/);
+  });
+
+  nixTest('the cluster exporter refuses nodeId and nodeClass together', async (t) => {
+    const run = await exporter({ nodeId: 'cp-1', nodeClass: 'worker' });
+    t.is(run.code, 0, run.stderr);
+    const both = JSON.parse(run.stdout) as ExporterConfig;
+    const failed = both.assertions.filter((a) => !a.assertion).map((a) => a.message);
+    t.is(failed.length, 1);
+    t.regex(failed[0] ?? '', /^ultracloud\.nodeId \("cp-1"\) and ultracloud\.nodeClass \("worker"\) are mutually exclusive/);
+    t.deepEqual([both.networking, both.disko, both.services], [null, null, null], 'neither mode applies');
+  });
+
+  // flake.nix's outputs against stand-ins for nixpkgs (nixosSystem returns its arguments) and disko.
+  const FLAKE_EXPR = `{ repo }:
+  let
+    flake = import (/. + repo + "/flake.nix");
+    nixpkgs = {
+      lib = {
+        genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+        nixosSystem = args: args;
+      };
+      legacyPackages = { };
+    };
+    outputs = flake.outputs { self = outputs; inherit nixpkgs; disko.nixosModules.disko = "disko"; };
+  in builtins.mapAttrs (_: system: (builtins.elemAt system.modules 2 { modulesPath = "/modules"; }).ultracloud // { cluster = null; })
+    outputs.nixosConfigurations`;
+
+  nixTest('flake.nix builds each fixed node and the generic worker class system', async (t) => {
+    const run = await nix(['--eval', '--strict', '--json', '--argstr', 'repo', REPO, '--expr', FLAKE_EXPR]);
+    t.is(run.code, 0, run.stderr);
+    t.deepEqual(JSON.parse(run.stdout), {
+      'cp-1': { cluster: null, nodeId: 'cp-1' },
+      'cp-2': { cluster: null, nodeId: 'cp-2' },
+      'cp-3': { cluster: null, nodeId: 'cp-3' },
+      worker: { cluster: null, nodeClass: 'worker' },
+    });
+  });
 }
+
+// The boot-time half of class mode: nix/modules/node-identity.sh against a temporary root.
+function runIdentityScript(dir: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('bash', [join(MODULES_DIR, 'node-identity.sh')], {
+      env: { ...process.env, ULTRACLOUD_NODE_IDENTITY: join(dir, 'node.json'), ULTRACLOUD_NETWORK_DIR: join(dir, 'network'), ULTRACLOUD_HOSTNAME_FILE: join(dir, 'hostname') },
+    }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+const jqMissing = spawnSync('jq', ['--version']).error !== undefined;
+(jqMissing && process.env.CI !== 'true' ? test.skip : test)('the node identity script sets the hostname and writes one networkd file per MAC', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'uc-identity-'));
+  writeFileSync(join(dir, 'node.json'), JSON.stringify({
+    nodeId: 'worker-1',
+    hostname: 'worker-1',
+    domain: 'lab6.internal',
+    interfaces: [
+      { macAddress: 'd8:9e:f3:50:00:01', name: 'eno1', mode: 'ADDRESS_MODE_STATIC', addresses: ['10.44.0.21/24'], mtu: 9000 },
+      { macAddress: 'd8:9e:f3:50:00:02', mode: 'ADDRESS_MODE_DHCP' },
+    ],
+    gateway: '10.44.0.1',
+    dnsServers: ['10.44.0.1'],
+    searchDomains: ['lab6.internal'],
+  }));
+  const run = await runIdentityScript(dir);
+  t.is(run.code, 0, run.stderr);
+  t.is(readFileSync(join(dir, 'hostname'), 'utf8'), 'worker-1');
+  t.deepEqual(readdirSync(join(dir, 'network')).sort(), ['10-ultracloud-d89ef3500001.network', '10-ultracloud-d89ef3500002.network']);
+  const primary = readFileSync(join(dir, 'network/10-ultracloud-d89ef3500001.network'), 'utf8');
+  for (const line of ['[Match]', 'MACAddress=d8:9e:f3:50:00:01', 'MTUBytes=9000', 'Address=10.44.0.21/24', 'Gateway=10.44.0.1', 'DNS=10.44.0.1', 'Domains=lab6.internal']) {
+    t.true(primary.split('\n').includes(line), `${line} in\n${primary}`);
+  }
+  const dhcp = readFileSync(join(dir, 'network/10-ultracloud-d89ef3500002.network'), 'utf8');
+  t.true(dhcp.includes('DHCP=yes') && dhcp.includes('UseHostname=no') && !dhcp.includes('Gateway='), dhcp);
+
+  // No valid identity: DHCP everywhere, the unit fails visibly, and earlier files are gone.
+  writeFileSync(join(dir, 'node.json'), JSON.stringify({ nodeId: 'worker-1', interfaces: [] }));
+  const invalid = await runIdentityScript(dir);
+  t.is(invalid.code, 1);
+  t.regex(invalid.stderr, /not a valid node identity/);
+  t.deepEqual(readdirSync(join(dir, 'network')), ['99-ultracloud-fallback.network']);
+  rmSync(dir, { recursive: true, force: true });
+});
+

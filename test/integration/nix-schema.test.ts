@@ -24,6 +24,7 @@ interface LabEvaluation {
   readonly hostDeployments: JsonObject[];
   readonly servicePolicies: JsonObject[];
   readonly nodeConfigs: Record<string, JsonObject>;
+  readonly classConfigs: Record<string, JsonObject>;
   readonly installPlans: Record<string, JsonObject>;
   readonly testTopology: JsonObject;
 }
@@ -56,7 +57,7 @@ const pretty = (value: unknown): string => `${JSON.stringify(value, null, 2)}\n`
 
 nixTest('the lab evaluates to every generated document', async (t) => {
   const evaluated = await lab();
-  t.deepEqual(Object.keys(evaluated).sort(), ['clusterState', 'config', 'hostDeployments', 'installPlans', 'nodeConfigs', 'servicePolicies', 'testTopology']);
+  t.deepEqual(Object.keys(evaluated).sort(), ['classConfigs', 'clusterState', 'config', 'hostDeployments', 'installPlans', 'nodeConfigs', 'servicePolicies', 'testTopology']);
   t.deepEqual(Object.keys(evaluated.clusterState.nodes as JsonObject), ['cp-1', 'cp-2', 'cp-3']);
   t.deepEqual(evaluated.hostDeployments.map((d) => d.name), ['control-plane-os', 'workers-os']);
   t.deepEqual(evaluated.servicePolicies.map((s) => s.name), ['echo-api', 'node-exporter']);
@@ -151,6 +152,34 @@ nixTest('node configs give each fixed node its name, static network, disko layou
     hostControllerAddress: '10.44.0.2:7000',
     fleetSchedulerAddress: '',
   });
+});
+
+nixTest('class configs give each node class its domain, disk policy layout, agents and network, without identity', async (t) => {
+  const { classConfigs, nodeConfigs, config } = await lab();
+  t.deepEqual(Object.keys(classConfigs), ['control-plane', 'worker']);
+  const worker = classConfigs['worker'] as JsonObject;
+  t.like(worker, { nodeClass: 'worker', domain: 'lab6.internal', installProfile: 'worker', diskPolicy: 'system-ssd', enrollmentRules: ['optiplex-workers'], rootDevicePlaceholder: true });
+  t.deepEqual(worker.network, { name: 'lab', mtu: 0, dnsServers: ['10.44.0.1'], ntpServers: ['0.nixos.pool.ntp.org', '1.nixos.pool.ntp.org'], searchDomains: ['lab6.internal'] });
+  t.deepEqual(worker.networking, { domain: 'lab6.internal', nameservers: ['10.44.0.1'], search: ['lab6.internal'], timeServers: ['0.nixos.pool.ntp.org', '1.nixos.pool.ntp.org'] });
+  t.deepEqual((worker.ultracloud as JsonObject).agents, {
+    nixAgent: true,
+    nodeAgent: true,
+    deployerAddress: '10.44.0.2:7000',
+    hostControllerAddress: '10.44.0.2:7000',
+    fleetSchedulerAddress: '10.44.0.2:7000',
+  });
+  t.like((classConfigs['control-plane'] as JsonObject).ultracloud as JsonObject, { agents: { nixAgent: true, nodeAgent: false, fleetSchedulerAddress: '' } });
+  t.deepEqual((classConfigs['control-plane'] as JsonObject).enrollmentRules, []);
+  // The layout is the worker profile's disk policy, partition for partition, on the placeholder.
+  const root = ((worker.disko as JsonObject).devices as JsonObject).disk as JsonObject;
+  t.is((root.root as JsonObject).device, '@ULTRACLOUD_ROOT_DISK@');
+  const policy = (config.diskPolicies as JsonObject)['system-ssd'] as JsonObject;
+  const partitions = ((root.root as JsonObject).content as JsonObject).partitions as Record<string, JsonObject>;
+  const wanted = (policy.layout as JsonObject).partitions as JsonObject[];
+  t.deepEqual(Object.keys(partitions).sort(), wanted.map((p) => p.name as string).sort());
+  wanted.forEach((p, i) => t.like(partitions[p.name as string] as JsonObject, { priority: i + 1, content: { format: p.filesystem, mountpoint: p.mountpoint, mountOptions: p.mountOptions } }));
+  // The same disk a fixed node of the same policy gets.
+  t.deepEqual(worker.disko, (nodeConfigs['cp-1'] as JsonObject).disko);
 });
 
 nixTest('install plans carry each profile\'s flake attribute template, disk and network', async (t) => {
