@@ -174,8 +174,9 @@ export function parseResolvConf(text: string): { dnsServers: string[]; searchDom
     const line = raw.replace(/[#;].*$/, '').trim();
     const [key, ...values] = line.split(/\s+/);
     if (key === 'nameserver' && values[0]) dnsServers.push(values[0]);
-    // As in resolv.conf(5), the last search or domain line wins.
-    else if (key === 'search' || key === 'domain') searchDomains = values;
+    // As in resolv.conf(5), the last search or domain line wins; systemd-resolved writes
+    // "search ." for "no search domains".
+    else if (key === 'search' || key === 'domain') searchDomains = values.filter((v) => v !== '.');
   }
   return { dnsServers, searchDomains };
 }
