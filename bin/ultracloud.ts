@@ -12,6 +12,7 @@ import { stopOnSignals } from '../lib/process.js';
 import { decodeProtoJson } from '../lib/proto-json.js';
 import { serveComponents } from '../lib/serve.js';
 import { deployerComponent, type InitialClusterState } from '../services/deployer/component.js';
+import { registerInstallerCommand } from '../agents/installer/main.js';
 
 /** The example lab's cluster state, generated from nix/examples/lab6 and committed next to it. */
 const LAB_CLUSTER_STATE = fileURLToPath(new URL('../nix/examples/lab6/generated/cluster-state.json', import.meta.url));
@@ -110,6 +111,8 @@ withDaemonFlags(
   .action((opts: Record<string, unknown>) =>
     runServer('deployer', (flags, initial) => [deployerComponent(flags, initial ? { initialClusterState: initial } : {})], DEFAULT_PORTS.deployer, opts),
   );
+
+registerInstallerCommand(program);
 
 try {
   await program.parseAsync(process.argv);
