@@ -149,7 +149,11 @@ export function spawnRunner(settings: RunnerSettings): CommandRunner {
   return {
     tail,
     run(spec, signal) {
-      refuseSecrets(tail, spec.argv);
+      try {
+        refuseSecrets(tail, spec.argv);
+      } catch (err) {
+        return Promise.reject(err);
+      }
       const [command, ...args] = spec.argv;
       if (!command) return Promise.reject(new Error('empty argv'));
       const started = Date.now();

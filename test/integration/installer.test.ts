@@ -240,24 +240,23 @@ forEachDeployerTarget('installer', (target) => {
     const channel = openChannel(`127.0.0.1:${port}`);
     const client = createServiceClient(BootstrapServiceDefinition, channel, { defaultDeadlineMs: 5_000 });
     const m = machine();
-    let forwarder: Server | undefined;
-    t.teardown(() => {
-      cleanup(m);
-      channel.close();
-      forwarder?.close();
-    });
     const server = await lab.get();
-    const runner = new RecordingRunner([blockdev(m.samsungSize)]);
-    const installing = install(client, server.joinToken, m, runner);
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
     const [host, upstreamPort] = server.address.split(':') as [string, string];
-    forwarder = createTcpServer((socket) => {
+    const forwarder: Server = createTcpServer((socket) => {
       const upstream = connect(Number(upstreamPort), host);
       socket.pipe(upstream).pipe(socket);
       socket.on('error', () => upstream.destroy());
       upstream.on('error', () => socket.destroy());
     });
-    await new Promise<void>((resolve) => forwarder?.listen(port, '127.0.0.1', resolve));
+    t.teardown(() => {
+      cleanup(m);
+      channel.close();
+      forwarder.close();
+    });
+    const runner = new RecordingRunner([blockdev(m.samsungSize)]);
+    const installing = install(client, server.joinToken, m, runner);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await new Promise<void>((resolve) => forwarder.listen(port, '127.0.0.1', resolve));
     const outcome = await installing;
     t.is(outcome?.kind, 'installed', JSON.stringify(outcome));
     t.is((await machineByUuid(server, m)).state, MachineState.MACHINE_STATE_INSTALLED);
