@@ -97,10 +97,22 @@
 
       overlays.default = final: _prev: { ultracloud = ultracloudPackage final; };
 
-      packages = forAllSystems (pkgs: rec {
-        ultracloud = ultracloudPackage pkgs;
-        default = ultracloud;
-      });
+      # Per system: the package; on x86_64-linux also the one generic installer image
+      # (`nix build .#iso`, see docs/installer.md).
+      packages = nixpkgs.lib.recursiveUpdate
+        (forAllSystems (pkgs: rec {
+          ultracloud = ultracloudPackage pkgs;
+          default = ultracloud;
+        }))
+        {
+          x86_64-linux.iso = (nixpkgs.lib.nixosSystem {
+            system = "x86_64-linux";
+            modules = [
+              { nixpkgs.overlays = [ self.overlays.default ]; }
+              ./iso/ultracloud-iso.nix
+            ];
+          }).config.system.build.isoImage;
+        };
 
       nixosModules = {
         deployer = ./nix/modules/deployer.nix;
