@@ -2,6 +2,7 @@
 // ULTRACLOUD_* variables, validated together at start; then it runs the Discover loop until
 // SIGTERM (or, with --once / --dry-run, for one attempt).
 import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -35,9 +36,9 @@ export interface InstallerConfig {
   readonly logLevel: LogLevel;
 }
 
-function parseAbsolute(raw: string): string {
-  if (!raw.startsWith('/')) throw new Error('must be an absolute path');
-  return raw;
+/** Paths are resolved against the working directory once, at start. */
+function parsePath(raw: string): string {
+  return resolve(parseNonEmpty(raw));
 }
 
 function parseArgv(raw: string): string[] {
@@ -50,11 +51,11 @@ export function installerConfigSpec(): ConfigSpec<InstallerConfig> {
     deployer: { env: 'ULTRACLOUD_DEPLOYER', flag: 'deployer', description: 'deployer gRPC address, host:port', parse: parseHostPort },
     joinTokenFile: { env: 'ULTRACLOUD_JOIN_TOKEN_FILE', flag: 'join-token-file', description: 'file holding the ISO join token', parse: parseReadableFile, optional: true },
     caFile: { env: 'ULTRACLOUD_CA', flag: 'ca', description: 'PEM CA bundle of the deployer (TLS)', parse: parseReadableFile, optional: true },
-    target: { env: 'ULTRACLOUD_INSTALL_TARGET', flag: 'target', description: 'mount point of the system being installed', parse: parseAbsolute, default: '/mnt' },
-    devRoot: { env: 'ULTRACLOUD_DEV_ROOT', flag: 'dev-root', description: 'root under which /dev/disk/by-id is resolved', parse: parseAbsolute, default: '/' },
-    sysfsRoot: { env: 'ULTRACLOUD_SYSFS_ROOT', flag: 'sysfs-root', description: 'root under which /sys and /proc facts are read', parse: parseAbsolute, default: '/' },
-    commandsFrom: { env: 'ULTRACLOUD_COMMANDS_FROM', flag: 'commands-from', description: 'directory of captured command outputs to read facts from', parse: parseAbsolute, optional: true },
-    workDir: { env: 'ULTRACLOUD_WORK_DIR', flag: 'work-dir', description: 'scratch directory for the bundle and disko.nix', parse: parseAbsolute, default: '/run/ultracloud-installer' },
+    target: { env: 'ULTRACLOUD_INSTALL_TARGET', flag: 'target', description: 'mount point of the system being installed', parse: parsePath, default: '/mnt' },
+    devRoot: { env: 'ULTRACLOUD_DEV_ROOT', flag: 'dev-root', description: 'root under which /dev/disk/by-id is resolved', parse: parsePath, default: '/' },
+    sysfsRoot: { env: 'ULTRACLOUD_SYSFS_ROOT', flag: 'sysfs-root', description: 'root under which /sys and /proc facts are read', parse: parsePath, default: '/' },
+    commandsFrom: { env: 'ULTRACLOUD_COMMANDS_FROM', flag: 'commands-from', description: 'directory of captured command outputs to read facts from', parse: parsePath, optional: true },
+    workDir: { env: 'ULTRACLOUD_WORK_DIR', flag: 'work-dir', description: 'scratch directory for the bundle and disko.nix', parse: parsePath, default: '/run/ultracloud-installer' },
     dryRun: { env: 'ULTRACLOUD_DRY_RUN', flag: 'dry-run', description: 'print the plan and its commands, run nothing', parse: parseBoolean, default: false },
     once: { env: 'ULTRACLOUD_ONCE', flag: 'once', description: 'stop after one install or rescue attempt', parse: parseBoolean, default: false },
     rebootCommand: { env: 'ULTRACLOUD_REBOOT_COMMAND', flag: 'reboot-command', description: 'command run to reboot after a successful install', parse: parseArgv, default: ['systemctl', 'reboot'] },
