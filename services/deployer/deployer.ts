@@ -468,7 +468,7 @@ export class Deployer {
     if (req.machineId !== tokenMachineId) throw new PermissionDeniedError('the install token was issued to another machine');
     const now = new Date();
     const again = durationOf(this.settings.progressIntervalMs);
-    if (req.outcome !== InstallOutcome.INSTALL_OUTCOME_SUCCEEDED && req.outcome !== InstallOutcome.INSTALL_OUTCOME_FAILED) {
+    if (req.outcome === InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS) {
       // The common case, an install still in progress: one statement, no transaction. The
       // stored startedAt is kept by the statement; this value only fills it when absent.
       const progress: InstallProgress = { phase: req.phase, percent: req.percent, message: req.message, logTail: tail(req.logTail), updatedAt: now, outcome: req.outcome, failureReason: '', startedAt: now };
@@ -494,6 +494,12 @@ export class Deployer {
       if (row.state === MachineState.MACHINE_STATE_RESCUE) {
         await updateMachine(trx, row, { installProgress: progress, progress: true, statusMessage: req.message }, now);
         return { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_CONTINUE, retryAfter: again };
+      }
+      if (req.outcome === InstallOutcome.INSTALL_OUTCOME_RESCUE_READY) {
+        // A rescue heartbeat from a machine no longer in RESCUE: Reinstall and Delete revoke the
+        // token, so an operator called ExitRescue, and the installer reboots into the system
+        // (never records rescue progress on, or keeps alive, an install it returned to).
+        return { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_REBOOT, retryAfter: undefined };
       }
       if (row.state !== MachineState.MACHINE_STATE_INSTALLING) {
         return { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_REDISCOVER, retryAfter: durationOf(this.settings.discoverRetryAfterMs) };
