@@ -59,6 +59,8 @@ import {
   savePlan,
   setMachineMacs,
   takenNames,
+  claimNames,
+  lockNames,
   updateMachine,
 } from './store/machines.js';
 import type { DeployerDatabase } from './store/tables.js';
@@ -97,13 +99,19 @@ type Trx = Transaction<DeployerDatabase>;
 
 // Advisory lock keys (arbitrary constants, unique within this schema's use). Each guards a
 // "read what is free, then take it" step and is held only by the short transaction doing it.
-const LOCK_NAMES = 0x75630002;
+// Node names have no cluster-wide lock: see claimNames (per-name locks, tried without waiting).
 const LOCK_CLUSTER_STATE = 0x75630003;
 const LOCK_ADDRESSES = 0x75630004;
 
 async function advisoryLock(trx: Trx, key: number): Promise<void> {
   await sql`SELECT pg_advisory_xact_lock(${key})`.execute(trx);
 }
+
+/** A name an enrolment claimed was committed by another machine meanwhile; the Discover is retried. */
+class NameRaceError extends ConflictError {}
+
+/** Attempts of a Discover whose auto-commission lost a name race (each a fresh transaction). */
+const DISCOVER_ATTEMPTS = 5;
 
 function durationOf(ms: number) {
   return { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
@@ -260,34 +268,52 @@ export class Deployer {
 
   /**
    * Inside the Discover transaction, which holds the machine's row: commissions an inspected
-   * machine an enrollment rule auto-commissions. The cluster-wide name lock is taken last, so it
-   * is held only from reading the taken names to the commit (lock order: row, then names, as for
-   * an operator's Commission).
+   * machine an enrollment rule auto-commissions. No cluster-wide lock: the free names are read,
+   * then the first candidate no concurrent enrolment is claiming is claimed by its per-name locks
+   * (claimNames), so concurrent Discovers take different indexes instead of queueing. Throws
+   * NameRaceError (the caller retries the whole transaction) when every candidate was taken
+   * meanwhile or the unique indexes reject the claimed pair. A rule that auto-installs also
+   * deploys the machine here, so a new machine's Discover is one transaction.
    */
-  private async enroll(trx: Trx, row: MachineRow, cluster: AppliedClusterState | undefined): Promise<{ row: MachineRow; autoInstall: boolean; rule: string }> {
-    if (row.state !== MachineState.MACHINE_STATE_INSPECTED || !cluster) return { row, autoInstall: false, rule: '' };
-    await advisoryLock(trx, LOCK_NAMES);
+  private async enroll(trx: Trx, row: MachineRow, cluster: AppliedClusterState | undefined): Promise<{ row: MachineRow; deployed?: boolean }> {
+    if (row.state !== MachineState.MACHINE_STATE_INSPECTED || !cluster) return { row };
     let result: ReturnType<typeof matchEnrollment>;
     try {
       result = matchEnrollment(row.inventory, cluster.state, await takenNames(trx, row.machineId));
     } catch (err) {
       if (!(err instanceof FailedPreconditionError)) throw err;
-      return { row: await this.setStatus(trx, row, `enrollment: ${err.message}`), autoInstall: false, rule: '' };
+      return { row: await this.setStatus(trx, row, `enrollment: ${err.message}`) };
     }
-    if (!result || !result.autoCommission || result.belowMinimum.length > 0) return { row, autoInstall: false, rule: '' };
-    const assignment = { ...result.assignment, assignedAt: new Date(), clusterGeneration: cluster.generation };
+    if (!result || !result.autoCommission || result.belowMinimum.length > 0) return { row };
+    const claimed = await claimNames(trx, result.nameCandidates);
+    const names = claimed === undefined ? undefined : result.nameCandidates[claimed];
+    if (!names) throw new NameRaceError(`every candidate name of machine ${row.machineId} is being claimed`);
+    const assignment = { ...result.assignment, ...names, assignedAt: new Date(), clusterGeneration: cluster.generation };
     const rule = result.assignment.sourceName;
-    return { row: await this.commission(trx, row, assignment, SYSTEM_ACTOR, `enrollment ${rule}`), autoInstall: result.autoInstall, rule };
+    let commissioned: MachineRow;
+    try {
+      commissioned = await this.commission(trx, row, assignment, SYSTEM_ACTOR, `enrollment ${rule}`);
+    } catch (err) {
+      if (err instanceof ConflictError) throw new NameRaceError(err.message);
+      throw err;
+    }
+    if (!result.autoInstall) return { row: commissioned };
+    // Deployed in the same transaction: the row is ours and its assignment and cluster
+    // generation are known, so this is the plan upsert and the DEPLOY statement.
+    const locked = { row: commissioned, clusterGeneration: cluster.generation, assignment };
+    return { row: await this.deployPlan(trx, commissioned, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${rule} auto-installs`, PlanMode.PLAN_MODE_INSTALL, [], locked), deployed: true };
   }
 
-  /** Deploys a machine its enrollment rule auto-installs, in its own short transaction. */
-  private async autoDeploy(machineId: string, rule: string): Promise<{ row: MachineRow | undefined; deployed: boolean }> {
-    return this.db.transaction().execute(async (trx) => {
-      const locked = await lockMachineWith(trx, machineId, true);
-      if (!locked || locked.row.state !== MachineState.MACHINE_STATE_COMMISSIONED) return { row: locked?.row, deployed: false };
-      const row = await this.deployPlan(trx, locked.row, MachineTransition.MACHINE_TRANSITION_DEPLOY, SYSTEM_ACTOR, `enrollment ${rule} auto-installs`, PlanMode.PLAN_MODE_INSTALL, [], locked);
-      return { row, deployed: true };
-    });
+  /** Runs `attempt` again when it lost a name race (each attempt is its own transaction). */
+  private async retryNameRace<T>(attempt: () => Promise<T>): Promise<T> {
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (!(err instanceof NameRaceError) || n >= DISCOVER_ATTEMPTS) throw err;
+        this.log.debug({ event: 'enrollment.name_race', attempt: n, reason: err.message });
+      }
+    }
   }
 
   private async setStatus(trx: Trx, row: MachineRow, message: string): Promise<MachineRow> {
@@ -320,7 +346,7 @@ export class Deployer {
     const session = issueToken('session');
     const now = new Date();
 
-    const discovered = await this.db.transaction().execute(async (trx) => {
+    const discovered = await this.retryNameRace(() => this.db.transaction().execute(async (trx) => {
       // Concurrent Discovers of one machine (a retrying installer, several NICs racing) wait for
       // each other on the identity's locks and make exactly one row; different machines do not
       // wait for each other. The lookup runs after the locks are held (its own statement, so it
@@ -366,13 +392,11 @@ export class Deployer {
         return inspected.commission ? this.enroll(trx, inspected.row, inspected.cluster) : inspected;
       }
       return { row: current };
-    });
-    const autoInstall = 'autoInstall' in discovered && discovered.autoInstall && discovered.row.state === MachineState.MACHINE_STATE_COMMISSIONED;
-    const deployed = autoInstall ? await this.autoDeploy(discovered.row.machineId, discovered.rule) : undefined;
-    const row = deployed?.row ?? discovered.row;
+    }));
+    const row = discovered.row;
 
     let planReady: boolean;
-    if (deployed?.deployed) {
+    if ('deployed' in discovered && discovered.deployed) {
       // This call just rendered and stored an unfetched install plan (or failed the machine).
       planReady = row.state === MachineState.MACHINE_STATE_INSTALL_PENDING;
     } else if (row.state === MachineState.MACHINE_STATE_INSTALL_PENDING || row.state === MachineState.MACHINE_STATE_RESCUE) {
@@ -638,7 +662,6 @@ export class Deployer {
   private async commissionByOperator(trx: Trx, row: MachineRow, overrides: Partial<NodeAssignment>, actor: Actor, reason: string): Promise<MachineRow> {
     const cluster = await getClusterState(trx);
     if (!cluster) throw new FailedPreconditionError('no cluster state has been applied; nothing to commission into');
-    await advisoryLock(trx, LOCK_NAMES);
     const matched = matchEnrollment(row.inventory, cluster.state, await takenNames(trx, row.machineId));
     const nodeClass = overrides.nodeClass || matched?.assignment.nodeClass;
     if (!nodeClass) throw new FailedPreconditionError('no enrollment rule matches this machine: give node_class, pool, node_id and hostname');
@@ -648,9 +671,20 @@ export class Deployer {
     if (unmet.length > 0) throw new FailedPreconditionError(`machine is below the minimum hardware of class ${nodeClass}: ${unmet.map((u) => u.message).join('; ')}`);
     const pool = overrides.pool || matched?.assignment.pool || '';
     if (pool && !cluster.state.pools[pool]) throw new InvalidArgumentError({ field: 'pool', description: `unknown pool "${pool}"` });
-    const nodeId = overrides.nodeId || matched?.assignment.nodeId;
-    const hostname = overrides.hostname || matched?.assignment.hostname || nodeId;
+    let nodeId = overrides.nodeId || matched?.assignment.nodeId;
+    let hostname = overrides.hostname || matched?.assignment.hostname || nodeId;
     if (!nodeId || !hostname) throw new InvalidArgumentError({ field: 'node_id', description: 'required when no enrollment rule names the node' });
+    if (matched && !overrides.nodeId && !overrides.hostname) {
+      // The rule's names: claim a free candidate as an auto-commission does.
+      const claimed = await claimNames(trx, matched.nameCandidates);
+      const names = claimed === undefined ? undefined : matched.nameCandidates[claimed];
+      if (!names) throw new ConflictError(`the names enrollment rule ${matched.assignment.sourceName} offers are being claimed; try again`);
+      ({ nodeId, hostname } = names);
+    } else {
+      // Names given by the operator: wait for a concurrent claim of them to end; the unique
+      // indexes then decide (ConflictError when taken).
+      await lockNames(trx, { nodeId, hostname });
+    }
     const installProfile = overrides.installProfile || matched?.assignment.installProfile || classDef.installProfile;
     if (!cluster.state.installProfiles[installProfile]) throw new InvalidArgumentError({ field: 'install_profile', description: `unknown install profile "${installProfile}"` });
     const overridden = Boolean(overrides.nodeClass || overrides.pool || overrides.nodeId || overrides.hostname);

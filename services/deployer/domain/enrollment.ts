@@ -52,7 +52,16 @@ export interface EnrollmentResult {
   readonly staticAddresses: readonly StaticAddress[];
   /** Unmet minimum hardware of the assigned class; non-empty means do not commission. */
   readonly belowMinimum: readonly UnmetRequirement[];
+  /**
+   * Name pairs free in `taken`, in preference order; the first is the assignment's. A rule whose
+   * templates use {index} lists up to NAME_CANDIDATES of them (the lowest free indexes), so
+   * concurrent enrolments can each claim a different one without a cluster-wide lock.
+   */
+  readonly nameCandidates: readonly { readonly nodeId: string; readonly hostname: string }[];
 }
+
+/** How many free {index} name pairs matchEnrollment offers (see EnrollmentResult.nameCandidates). */
+export const NAME_CANDIDATES = 16;
 
 /** The MinimumHardware fields, by proto name. */
 export type HardwareTrait = 'cpu_cores' | 'memory_bytes' | 'disk_count' | 'disk_size_bytes' | 'nic_count' | 'nic_speed_mbps';
@@ -335,29 +344,37 @@ function enrollFixed(
     autoInstall: node.autoCommission && node.autoInstall,
     staticAddresses: node.staticAddresses,
     belowMinimum: checkMinimumHardware(inventory, nodeClass.minimumHardware),
+    nameCandidates: [{ nodeId, hostname }],
   };
 }
 
 /**
- * Renders node_id and hostname with the smallest positive {index} for which both are free.
- * Both templates share one index so worker-3 is also host worker-3.
+ * Renders node_id and hostname with the smallest positive {index} for which both are free in
+ * `taken`, followed by the next free ones (up to NAME_CANDIDATES pairs in all). Both templates share
+ * one index so worker-3 is also host worker-3. The deployer claims the first candidate no
+ * concurrent enrolment is claiming, so under concurrency a machine may get a free index that is
+ * not the lowest one; enrolled one after another, machines still get 1, 2, 3, ...
  */
-function allocateNames(ruleName: string, rule: EnrollmentRule, facts: NameFacts, taken: TakenNames): { nodeId: string; hostname: string } {
+function allocateNames(ruleName: string, rule: EnrollmentRule, facts: NameFacts, taken: TakenNames): { nodeId: string; hostname: string }[] {
   const nodeIdTemplate = rule.nodeIdTemplate || rule.hostnameTemplate || DEFAULT_NODE_ID_TEMPLATE;
   const usesIndex = /\{index\}/.test(nodeIdTemplate) || /\{index\}/.test(rule.hostnameTemplate);
-  // Each taken name blocks at most one index, so a free one exists within this bound.
-  const lastIndex = usesIndex ? taken.nodeIds.size + taken.hostnames.size + 1 : 1;
+  const wanted = usesIndex ? NAME_CANDIDATES : 1;
+  // Each taken name blocks at most one index, so `wanted` free ones exist within this bound.
+  const lastIndex = usesIndex ? taken.nodeIds.size + taken.hostnames.size + wanted : 1;
+  const found: { nodeId: string; hostname: string }[] = [];
   let conflict = '';
-  for (let index = 1; index <= lastIndex; index++) {
+  for (let index = 1; index <= lastIndex && found.length < wanted; index++) {
     const nodeId = renderNameTemplate(nodeIdTemplate, facts, index);
     const hostname = rule.hostnameTemplate ? renderNameTemplate(rule.hostnameTemplate, facts, index) : nodeId;
+    if (found.length > 0 && (!isRfc1123Label(nodeId) || !isRfc1123Label(hostname))) break; // a longer index outgrew the label
     requireValidName('enrollment rule', ruleName, 'node_id', nodeId);
     requireValidName('enrollment rule', ruleName, 'hostname', hostname);
     if (taken.nodeIds.has(nodeId)) conflict = `node_id "${nodeId}"`;
     else if (taken.hostnames.has(hostname)) conflict = `hostname "${hostname}"`;
-    else return { nodeId, hostname };
+    else found.push({ nodeId, hostname });
   }
-  throw new FailedPreconditionError(`enrollment rule ${ruleName} renders ${conflict}, which is already taken in the cluster`);
+  if (found.length === 0) throw new FailedPreconditionError(`enrollment rule ${ruleName} renders ${conflict}, which is already taken in the cluster`);
+  return found;
 }
 
 function enrollByRule(
@@ -369,10 +386,10 @@ function enrollByRule(
 ): EnrollmentResult {
   const nodeClass = classOf(cluster, 'enrollment rule', ruleName, rule.nodeClass);
   const labels = mergeLabels(nodeClass.defaultLabels, cluster.pools[rule.pool]?.labels, rule.labels);
-  const names = allocateNames(ruleName, rule, { pool: rule.pool, nodeClass: rule.nodeClass, inventory }, taken);
+  const candidates = allocateNames(ruleName, rule, { pool: rule.pool, nodeClass: rule.nodeClass, inventory }, taken);
   return {
     assignment: {
-      ...names,
+      ...(candidates[0] as { nodeId: string; hostname: string }),
       nodeClass: rule.nodeClass,
       pool: rule.pool,
       labels,
@@ -385,6 +402,7 @@ function enrollByRule(
     autoInstall: rule.autoCommission && rule.autoInstall,
     staticAddresses: [],
     belowMinimum: checkMinimumHardware(inventory, nodeClass.minimumHardware),
+    nameCandidates: candidates,
   };
 }
 

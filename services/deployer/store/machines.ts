@@ -371,6 +371,38 @@ export async function takenNames(db: DeployerDb, exceptMachineId: string): Promi
   return { nodeIds: new Set(rows.map((r) => r.node_id)), hostnames: new Set(rows.map((r) => r.hostname)) };
 }
 
+/** Advisory-lock namespace of node names (the two-int4 key space; identity locks use one bigint). */
+const NAME_LOCK_SPACE = 0x75630005;
+
+/**
+ * Claims the first of `candidates` (node_id/hostname pairs, in preference order) that no machine
+ * holds and no concurrent transaction is claiming: each candidate is re-checked against the
+ * committed assignments and its two per-name advisory locks are tried without waiting, so
+ * concurrent enrolments diverge onto different names instead of queueing on one lock. The locks
+ * are held to the end of the transaction. Returns the claimed candidate's position, or undefined
+ * when every candidate is taken or being claimed. A claimer that committed between this
+ * statement's snapshot and its lock attempt is not seen: the unique indexes still reject that
+ * name, and the caller retries.
+ */
+export async function claimNames(trx: DeployerDb, candidates: readonly { nodeId: string; hostname: string }[]): Promise<number | undefined> {
+  if (candidates.length === 0) return undefined;
+  const r = await sql<{ i: string | number }>`
+    SELECT c.i FROM unnest(${sql.val(candidates.map((c) => c.nodeId))}::text[], ${sql.val(candidates.map((c) => c.hostname))}::text[]) WITH ORDINALITY AS c(node_id, hostname, i)
+    WHERE CASE
+      WHEN EXISTS (SELECT 1 FROM ${sql.table('assignments')} a WHERE a.node_id = c.node_id) OR EXISTS (SELECT 1 FROM ${sql.table('assignments')} a WHERE a.hostname = c.hostname) THEN false
+      ELSE pg_try_advisory_xact_lock(${NAME_LOCK_SPACE}, hashtext('n:' || c.node_id)) AND pg_try_advisory_xact_lock(${NAME_LOCK_SPACE}, hashtext('h:' || c.hostname))
+    END
+    LIMIT 1`.execute(trx);
+  const first = r.rows[0];
+  return first ? Number(first.i) - 1 : undefined;
+}
+
+/** Waits for the per-name locks of one node_id/hostname pair (an operator naming a node). */
+export async function lockNames(trx: DeployerDb, names: { nodeId: string; hostname: string }): Promise<void> {
+  const keys = [`n:${names.nodeId}`, `h:${names.hostname}`].sort();
+  await sql`SELECT count(pg_advisory_xact_lock(${NAME_LOCK_SPACE}, hashtext(k))) FROM (SELECT unnest(${sql.val(keys)}::text[]) AS k ORDER BY 1) AS keys`.execute(trx);
+}
+
 export async function namesInUse(db: DeployerDb): Promise<{ nodeClasses: Set<string>; pools: Set<string>; installProfiles: Set<string>; nodeIds: Set<string> }> {
   const rows = await db.selectFrom('assignments').select(['node_class', 'pool', 'install_profile', 'node_id']).execute();
   return {
