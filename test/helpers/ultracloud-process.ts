@@ -9,6 +9,9 @@ import { fileURLToPath } from 'node:url';
 export const ULTRACLOUD_BIN = fileURLToPath(new URL('../../bin/ultracloud.js', import.meta.url));
 export const DEPLOYER_CTL_BIN = fileURLToPath(new URL('../../bin/deployer-ctl.js', import.meta.url));
 
+/** A first PGlite open plus TypeScript loading can take tens of seconds on a busy 2-core machine. */
+export const START_TIMEOUT_MS = 90_000;
+
 export interface UltracloudProcess {
   readonly address: string;
   readonly stateDir: string;
@@ -35,7 +38,7 @@ export async function startUltracloud(command: string, options: StartOptions = {
   const output: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`ultracloud ${command} not ready after ${options.timeoutMs ?? 30_000} ms:\n${output.join('')}`)), options.timeoutMs ?? 30_000);
+    const timer = setTimeout(() => reject(new Error(`ultracloud ${command} not ready after ${options.timeoutMs ?? START_TIMEOUT_MS} ms:\n${output.join('')}`)), options.timeoutMs ?? START_TIMEOUT_MS);
     let buffer = '';
     const onData = (chunk: Buffer) => {
       buffer += chunk.toString();
