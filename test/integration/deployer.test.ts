@@ -202,6 +202,23 @@ forEachDeployerTarget('deployer integration', (target) => {
 
   // ---- concurrent: each test uses machines of its own -----------------------------------------
 
+  test(title('12 new machines enrolled concurrently by one rule get distinct names and addresses'), async (t) => {
+    const server = await lab.get();
+    const machines = Array.from({ length: 12 }, () => installer(server));
+    const discovered = await Promise.all(machines.map((m) => m.discover()));
+    t.true(discovered.every((d) => d.state === S.MACHINE_STATE_INSTALL_PENDING && d.planReady), JSON.stringify(discovered.map((d) => d.message)));
+    const plans = await Promise.all(machines.map((m) => m.fetchPlan()));
+    const nodeIds = plans.map((p) => p.assignment?.nodeId ?? '');
+    const hostnames = plans.map((p) => p.assignment?.hostname ?? '');
+    const addresses = plans.flatMap((p) => p.plan?.network?.interfaces.flatMap((i) => i.addresses) ?? []);
+    t.true(nodeIds.every((id) => /^worker-\d+$/.test(id)), nodeIds.join(', '));
+    t.is(new Set(nodeIds).size, 12, nodeIds.join(', '));
+    t.is(new Set(hostnames).size, 12, hostnames.join(', '));
+    t.is(addresses.length, 12);
+    t.is(new Set(addresses).size, 12, addresses.join(', '));
+  });
+
+
   test(title('a new OptiPlex goes from unknown to installed over real gRPC'), async (t) => {
     const server = await lab.get();
     const machine = installer(server);
