@@ -4,7 +4,7 @@
 // recursive attrset merge and list concatenation). That checks what the units would run and
 // which ULTRACLOUD_* variables they set, not NixOS itself.
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -201,98 +201,91 @@ function exporter(mode: Record<string, string>): Promise<{ code: number; stdout:
   return nix(['--eval', '--strict', '--json', '--argstr', 'repo', REPO, '--argstr', 'mode', JSON.stringify(mode), '--expr', EXPORTER_EXPR]);
 }
 
-const LAB_FILES = ['nix/lib/cluster-schema.nix', 'nix/examples/lab6/cluster.nix'];
-const labMissing = LAB_FILES.filter((f) => !existsSync(join(REPO, f)));
+nixTest("the cluster exporter sets a lab node's network, disks and agents from the schema", async (t) => {
+  const run = await exporter({ nodeId: 'cp-1' });
+  t.is(run.code, 0, run.stderr);
+  const node = JSON.parse(run.stdout) as ExporterConfig;
+  if (!node.networking || !node.disko || !node.services) return t.fail(run.stdout);
+  t.is(node.networking.hostName, 'cp-1');
+  t.truthy(node.networking.domain);
+  t.true(Object.values(node.networking.interfaces ?? {}).some((i) => i.ipv4.addresses.some((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a.address))));
+  t.true(node.networking.nameservers.length > 0);
+  t.truthy(node.disko.devices.disk.root, 'disko root disk');
+  t.true(node.services.ultracloud['nix-agent'].enable);
+  t.regex(node.services.ultracloud['nix-agent'].hostController, /:\d+$/);
+  t.true(Object.keys(node.links).length > 0, 'the NIC is named by MAC');
 
-if (labMissing.length > 0 && process.env.CI !== 'true') {
-  test.skip(`the cluster exporter sets a lab node's network, disks and agents — skipped: ${labMissing.join(', ')} not there yet`, () => undefined);
-} else {
-  nixTest("the cluster exporter sets a lab node's network, disks and agents from the schema", async (t) => {
-    const run = await exporter({ nodeId: 'cp-1' });
-    t.is(run.code, 0, run.stderr);
-    const node = JSON.parse(run.stdout) as ExporterConfig;
-    if (!node.networking || !node.disko || !node.services) return t.fail(run.stdout);
-    t.is(node.networking.hostName, 'cp-1');
-    t.truthy(node.networking.domain);
-    t.true(Object.values(node.networking.interfaces ?? {}).some((i) => i.ipv4.addresses.some((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a.address))));
-    t.true(node.networking.nameservers.length > 0);
-    t.truthy(node.disko.devices.disk.root, 'disko root disk');
-    t.true(node.services.ultracloud['nix-agent'].enable);
-    t.regex(node.services.ultracloud['nix-agent'].hostController, /:\d+$/);
-    t.true(Object.keys(node.links).length > 0, 'the NIC is named by MAC');
+  t.deepEqual(node.units, {}, 'a fixed node has no identity unit');
+  t.true(node.assertions.every((a) => a.assertion));
 
-    t.deepEqual(node.units, {}, 'a fixed node has no identity unit');
-    t.true(node.assertions.every((a) => a.assertion));
+  const unknown = await exporter({ nodeId: 'no-such-node' });
+  t.not(unknown.code, 0);
+  t.regex(unknown.stderr, /ultracloud\.nodeId: "no-such-node" is not a fixed node/);
+});
 
-    const unknown = await exporter({ nodeId: 'no-such-node' });
-    t.not(unknown.code, 0);
-    t.regex(unknown.stderr, /ultracloud\.nodeId: "no-such-node" is not a fixed node/);
+nixTest("the cluster exporter in class mode sets the class's domain, disks and agents, and the identity unit", async (t) => {
+  const run = await exporter({ nodeClass: 'worker' });
+  t.is(run.code, 0, run.stderr);
+  const worker = JSON.parse(run.stdout) as ExporterConfig;
+  if (!worker.networking || !worker.disko || !worker.services) return t.fail(run.stdout);
+  t.like(worker.networking, { hostName: '', domain: 'lab6.internal', useNetworkd: true, useDHCP: false, nameservers: ['10.44.0.1'], search: ['lab6.internal'] });
+  t.is(worker.networking.interfaces, undefined, 'interfaces come from the identity file');
+  t.deepEqual(worker.links, {});
+  const root = worker.disko.devices.disk.root;
+  t.is(root?.device, '@ULTRACLOUD_ROOT_DISK@');
+  t.deepEqual(Object.keys(root?.content.partitions ?? {}), ['ESP', 'root']);
+  t.like(worker.services.ultracloud, {
+    'nix-agent': { enable: true, hostController: '10.44.0.2:7000' },
+    'node-agent': { enable: true, fleetScheduler: '10.44.0.2:7000' },
   });
+  const unit = worker.units['ultracloud-node-identity'];
+  if (!unit) return t.fail(`no ultracloud-node-identity unit: ${JSON.stringify(worker.units)}`);
+  t.like(unit, { unitConfig: { DefaultDependencies: false }, serviceConfig: { Type: 'oneshot', RemainAfterExit: true, ExecStart: '/nix/store/stub-ultracloud-node-identity' } });
+  t.true(unit.before.includes('network-pre.target') && unit.before.includes('systemd-networkd.service'));
+  t.true(unit.wants.includes('network-pre.target'));
+  t.true(unit.path.includes('/nix/store/stub-jq'));
+  t.true(worker.assertions.every((a) => a.assertion));
 
-  nixTest("the cluster exporter in class mode sets the class's domain, disks and agents, and the identity unit", async (t) => {
-    const run = await exporter({ nodeClass: 'worker' });
-    t.is(run.code, 0, run.stderr);
-    const worker = JSON.parse(run.stdout) as ExporterConfig;
-    if (!worker.networking || !worker.disko || !worker.services) return t.fail(run.stdout);
-    t.like(worker.networking, { hostName: '', domain: 'lab6.internal', useNetworkd: true, useDHCP: false, nameservers: ['10.44.0.1'], search: ['lab6.internal'] });
-    t.is(worker.networking.interfaces, undefined, 'interfaces come from the identity file');
-    t.deepEqual(worker.links, {});
-    const root = worker.disko.devices.disk.root;
-    t.is(root?.device, '@ULTRACLOUD_ROOT_DISK@');
-    t.deepEqual(Object.keys(root?.content.partitions ?? {}), ['ESP', 'root']);
-    t.like(worker.services.ultracloud, {
-      'nix-agent': { enable: true, hostController: '10.44.0.2:7000' },
-      'node-agent': { enable: true, fleetScheduler: '10.44.0.2:7000' },
-    });
-    const unit = worker.units['ultracloud-node-identity'];
-    if (!unit) return t.fail(`no ultracloud-node-identity unit: ${JSON.stringify(worker.units)}`);
-    t.like(unit, { unitConfig: { DefaultDependencies: false }, serviceConfig: { Type: 'oneshot', RemainAfterExit: true, ExecStart: '/nix/store/stub-ultracloud-node-identity' } });
-    t.true(unit.before.includes('network-pre.target') && unit.before.includes('systemd-networkd.service'));
-    t.true(unit.wants.includes('network-pre.target'));
-    t.true(unit.path.includes('/nix/store/stub-jq'));
-    t.true(worker.assertions.every((a) => a.assertion));
+  const unknown = await exporter({ nodeClass: 'gpu' });
+  t.not(unknown.code, 0);
+  t.regex(unknown.stderr, /ultracloud\.nodeClass: "gpu" is not a node class/);
+});
 
-    const unknown = await exporter({ nodeClass: 'gpu' });
-    t.not(unknown.code, 0);
-    t.regex(unknown.stderr, /ultracloud\.nodeClass: "gpu" is not a node class/);
-  });
+nixTest('the cluster exporter refuses nodeId and nodeClass together', async (t) => {
+  const run = await exporter({ nodeId: 'cp-1', nodeClass: 'worker' });
+  t.is(run.code, 0, run.stderr);
+  const both = JSON.parse(run.stdout) as ExporterConfig;
+  const failed = both.assertions.filter((a) => !a.assertion).map((a) => a.message);
+  t.is(failed.length, 1);
+  t.regex(failed[0] ?? '', /^ultracloud\.nodeId \("cp-1"\) and ultracloud\.nodeClass \("worker"\) are mutually exclusive/);
+  t.deepEqual([both.networking, both.disko, both.services], [null, null, null], 'neither mode applies');
+});
 
-  nixTest('the cluster exporter refuses nodeId and nodeClass together', async (t) => {
-    const run = await exporter({ nodeId: 'cp-1', nodeClass: 'worker' });
-    t.is(run.code, 0, run.stderr);
-    const both = JSON.parse(run.stdout) as ExporterConfig;
-    const failed = both.assertions.filter((a) => !a.assertion).map((a) => a.message);
-    t.is(failed.length, 1);
-    t.regex(failed[0] ?? '', /^ultracloud\.nodeId \("cp-1"\) and ultracloud\.nodeClass \("worker"\) are mutually exclusive/);
-    t.deepEqual([both.networking, both.disko, both.services], [null, null, null], 'neither mode applies');
-  });
-
-  // flake.nix's outputs against stand-ins for nixpkgs (nixosSystem returns its arguments) and disko.
-  const FLAKE_EXPR = `{ repo }:
-  let
-    flake = import (/. + repo + "/flake.nix");
-    nixpkgs = {
-      lib = {
-        genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
-        nixosSystem = args: args;
-      };
-      legacyPackages = { };
+// flake.nix's outputs against stand-ins for nixpkgs (nixosSystem returns its arguments) and disko.
+const FLAKE_EXPR = `{ repo }:
+let
+  flake = import (/. + repo + "/flake.nix");
+  nixpkgs = {
+    lib = {
+      genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+      nixosSystem = args: args;
     };
-    outputs = flake.outputs { self = outputs; inherit nixpkgs; disko.nixosModules.disko = "disko"; };
-  in builtins.mapAttrs (_: system: (builtins.elemAt system.modules 2 { modulesPath = "/modules"; }).ultracloud // { cluster = null; })
-    outputs.nixosConfigurations`;
+    legacyPackages = { };
+  };
+  outputs = flake.outputs { self = outputs; inherit nixpkgs; disko.nixosModules.disko = "disko"; };
+in builtins.mapAttrs (_: system: (builtins.elemAt system.modules 2 { modulesPath = "/modules"; }).ultracloud // { cluster = null; })
+  outputs.nixosConfigurations`;
 
-  nixTest('flake.nix builds each fixed node and the generic worker class system', async (t) => {
-    const run = await nix(['--eval', '--strict', '--json', '--argstr', 'repo', REPO, '--expr', FLAKE_EXPR]);
-    t.is(run.code, 0, run.stderr);
-    t.deepEqual(JSON.parse(run.stdout), {
-      'cp-1': { cluster: null, nodeId: 'cp-1' },
-      'cp-2': { cluster: null, nodeId: 'cp-2' },
-      'cp-3': { cluster: null, nodeId: 'cp-3' },
-      worker: { cluster: null, nodeClass: 'worker' },
-    });
+nixTest('flake.nix builds each fixed node and the generic worker class system', async (t) => {
+  const run = await nix(['--eval', '--strict', '--json', '--argstr', 'repo', REPO, '--expr', FLAKE_EXPR]);
+  t.is(run.code, 0, run.stderr);
+  t.deepEqual(JSON.parse(run.stdout), {
+    'cp-1': { cluster: null, nodeId: 'cp-1' },
+    'cp-2': { cluster: null, nodeId: 'cp-2' },
+    'cp-3': { cluster: null, nodeId: 'cp-3' },
+    worker: { cluster: null, nodeClass: 'worker' },
   });
-}
+});
 
 // The boot-time half of class mode: nix/modules/node-identity.sh against a temporary root.
 function runIdentityScript(dir: string): Promise<{ code: number; stdout: string; stderr: string }> {
