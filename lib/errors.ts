@@ -102,7 +102,3 @@ export class UnavailableError extends DomainError {
   }
 }
 
-/** Throws InvalidArgumentError when any violations were collected; otherwise returns. */
-export function assertNoViolations(violations: readonly FieldViolation[]): void {
-  if (violations.length > 0) throw new InvalidArgumentError(violations);
-}

@@ -15,10 +15,6 @@ const STATUS_BY_KIND: Record<DomainErrorKind, Status> = {
   unavailable: Status.UNAVAILABLE,
 };
 
-export function statusForKind(kind: DomainErrorKind): Status {
-  return STATUS_BY_KIND[kind];
-}
-
 /**
  * Converts what a handler threw into what the client sees. Domain errors keep their message;
  * anything unexpected becomes INTERNAL with a generic message (details go to the log only).

@@ -37,10 +37,6 @@ export function stateFromColumn(value: string | null): MachineState {
   return state;
 }
 
-export async function nextResourceVersion(db: DeployerDb): Promise<bigint> {
-  const { rows } = await sql<{ v: bigint }>`SELECT nextval(${sql.lit('deployer.resource_version_seq')}::regclass) AS v`.execute(db);
-  return BigInt((rows[0] as { v: bigint | string }).v);
-}
 
 function toRow(r: Selectable<MachinesTable>): MachineRow {
   return {
