@@ -10,6 +10,7 @@
 
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parseLinkListing } from '../../agents/installer/facts/disks.js';
 import { DiskTransport, type Disk } from '../../gen/ts/ultracloud/inventory/v1/inventory.js';
 
 /** The subset of lsblk's JSON fields this converter reads. */
@@ -48,21 +49,13 @@ const TRANSPORTS: Record<string, DiskTransport> = {
   mmc: DiskTransport.DISK_TRANSPORT_MMC,
 };
 
-/** Parses `ls -l` output of /dev/disk/by-id and /dev/disk/by-path into link path -> target kname. */
-export function parseLinkListing(listing: string): { byId: Map<string, string>; byPath: Map<string, string> } {
+/** The production listing parser, split into the two directories this converter reads. */
+function linksByDirectory(listing: string): { byId: Map<string, string>; byPath: Map<string, string> } {
   const byId = new Map<string, string>();
   const byPath = new Map<string, string>();
-  let dir = '/dev/disk/by-id';
-  for (const line of listing.split('\n')) {
-    const header = /^(\/dev\/disk\/by-(?:id|path)):$/.exec(line.trim());
-    if (header?.[1]) {
-      dir = header[1];
-      continue;
-    }
-    const link = /^l\S+\s+\d+\s+\S+\s+\S+\s+\d+\s+\S+\s+\d+\s+\S+\s+(\S+) -> (\S+)$/.exec(line.trim());
-    if (!link?.[1] || !link[2]) continue;
-    const target = link[2].slice(link[2].lastIndexOf('/') + 1);
-    (dir === '/dev/disk/by-path' ? byPath : byId).set(`${dir}/${link[1]}`, target);
+  for (const [path, target] of parseLinkListing(listing, '/dev/disk/by-id')) {
+    if (path.startsWith('/dev/disk/by-path/')) byPath.set(path, target);
+    else if (path.startsWith('/dev/disk/by-id/')) byId.set(path, target);
   }
   return { byId, byPath };
 }
@@ -84,7 +77,7 @@ function splitWwn(raw: string): { wwn: string; withExtension: string; vendorExte
 /** Converts lsblk JSON and the link listing into Disk messages, in lsblk order. */
 export function disksFromLsblk(lsblkJson: string, linkListing: string): Disk[] {
   const doc = JSON.parse(lsblkJson) as { blockdevices: LsblkDevice[] };
-  const { byId, byPath } = parseLinkListing(linkListing);
+  const { byId, byPath } = linksByDirectory(linkListing);
   const disks: Disk[] = [];
   for (const dev of doc.blockdevices) {
     if (dev.type !== 'disk' || /^(zram|ram|loop)\d/.test(dev.name)) continue;
