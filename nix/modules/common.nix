@@ -115,6 +115,13 @@ in
     "ca.pem" = { file = cfg.caFile; env = "ULTRACLOUD_CA"; };
   };
 
+  # Server TLS of a control-plane service, from serverTlsOptions.
+  serverCredentials = cfg: {
+    "tls.crt" = { file = cfg.tlsCertFile; env = "ULTRACLOUD_TLS_CERT"; };
+    "tls.key" = { file = cfg.tlsKeyFile; env = "ULTRACLOUD_TLS_KEY"; };
+    "client-ca.pem" = { file = cfg.tlsCaFile; env = "ULTRACLOUD_TLS_CA"; };
+  };
+
   # The systemd unit (and firewall rule) of one UltraCloud process.
   #   credentials: { <credential name> = { file = path-or-null; env = "ULTRACLOUD_..."; }; }
   #   serviceConfig: extra or overriding [Service] settings (user, hardening).

@@ -54,10 +54,7 @@ in
       environment =
         lib.optionalAttrs (cfg.installTimeout != null) { ULTRACLOUD_INSTALL_TIMEOUT = cfg.installTimeout; }
         // lib.optionalAttrs (cfg.clusterFile != null) { ULTRACLOUD_CLUSTER_FILE = "${cfg.clusterFile}"; };
-      credentials = {
-        "tls.crt" = { file = cfg.tlsCertFile; env = "ULTRACLOUD_TLS_CERT"; };
-        "tls.key" = { file = cfg.tlsKeyFile; env = "ULTRACLOUD_TLS_KEY"; };
-        "client-ca.pem" = { file = cfg.tlsCaFile; env = "ULTRACLOUD_TLS_CA"; };
+      credentials = common.serverCredentials cfg // {
         "join.token" = { file = cfg.joinTokenFile; env = "ULTRACLOUD_JOIN_TOKEN_FILE"; };
         "secrets.key" = { file = cfg.secretsKeyFile; env = "ULTRACLOUD_SECRETS_KEY_FILE"; };
       };

@@ -40,10 +40,7 @@ in
         ULTRACLOUD_DEPLOYER = cfg.deployerAddress;
         ULTRACLOUD_FLEET_SCHEDULER = cfg.fleetSchedulerAddress;
       };
-      credentials = {
-        "tls.crt" = { file = cfg.tlsCertFile; env = "ULTRACLOUD_TLS_CERT"; };
-        "tls.key" = { file = cfg.tlsKeyFile; env = "ULTRACLOUD_TLS_KEY"; };
-        "client-ca.pem" = { file = cfg.tlsCaFile; env = "ULTRACLOUD_TLS_CA"; };
+      credentials = common.serverCredentials cfg // {
         "token" = { file = cfg.tokenFile; env = "ULTRACLOUD_TOKEN_FILE"; };
       };
       serviceConfig = common.serviceHardening;
