@@ -12,7 +12,7 @@ import { AuditOutcome } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js'
 import { InvalidArgumentError } from '../../lib/errors.js';
 import { listAudit } from './store/audit.js';
 import { currentResourceVersion, decodeCursor, encodeCursor, listMachineRows, machineIdByName, parseLabelSelector } from './store/machine-queries.js';
-import { getMachineRow, machineMessage } from './store/machines.js';
+import { getMachineRow, machineMessage, machineMessages } from './store/machines.js';
 import type { DeployerDatabase } from './store/tables.js';
 
 export type MachineKey = { $case: 'machineId' | 'nodeId' | 'hostname'; value: string };
@@ -24,7 +24,7 @@ export class MachineReader {
     const resourceVersion = await currentResourceVersion(this.db);
     const filter = { states: req.states, nodeClass: req.nodeClass, pool: req.pool, labels: parseLabelSelector(req.labelSelector), query: req.query.trim() };
     const page = await listMachineRows(this.db, filter, pageSize, req.pageToken ? decodeCursor(req.pageToken) : undefined);
-    const machines = await Promise.all(page.rows.map((r) => machineMessage(this.db, r)));
+    const machines = await machineMessages(this.db, page.rows);
     return { machines, nextPageToken: page.next ? encodeCursor(page.next) : '', resourceVersion };
   }
 

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { MachineState } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { InvalidArgumentError } from '../../../lib/errors.js';
 import { stateName } from '../domain/lifecycle.js';
-import { type DeployerDb, getMachineRow, type MachineRow } from './machines.js';
+import { type DeployerDb, type MachineRow, toRow } from './machines.js';
 
 export interface MachineFilter {
   readonly states: readonly MachineState[];
@@ -48,7 +48,8 @@ export async function listMachineRows(db: DeployerDb, filter: MachineFilter, pag
   let q = db
     .selectFrom('machines as m')
     .leftJoin('assignments as a', 'a.machine_id', 'm.machine_id')
-    .select(['m.machine_id as machine_id', sql<string>`coalesce(a.hostname, '')`.as('host')]);
+    .selectAll('m')
+    .select(sql<string>`coalesce(a.hostname, '')`.as('host'));
   if (filter.states.length > 0) q = q.where('m.state', 'in', filter.states.map(stateName));
   if (filter.nodeClass) q = q.where('a.node_class', '=', filter.nodeClass);
   if (filter.pool) q = q.where('a.pool', '=', filter.pool);
@@ -71,7 +72,7 @@ export async function listMachineRows(db: DeployerDb, filter: MachineFilter, pag
   const page = await q.orderBy(sql`coalesce(a.hostname, '')`).orderBy('m.machine_id').limit(pageSize + 1).execute();
   const more = page.length > pageSize;
   const visible = page.slice(0, pageSize);
-  const rows = (await Promise.all(visible.map((r) => getMachineRow(db, r.machine_id)))).filter((r): r is MachineRow => r !== undefined);
+  const rows = visible.map(({ host: _host, ...machine }) => toRow(machine));
   const last = visible[visible.length - 1];
   return more && last ? { rows, next: { h: last.host, m: last.machine_id } } : { rows };
 }

@@ -8,7 +8,7 @@ import { InstallProgress, MachineState } from '../../../gen/ts/ultracloud/lifecy
 import type { Machine, PlanSummary } from '../../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { parseStateName, stateName } from '../domain/lifecycle.js';
 import { type AuditEntry, auditValues } from './audit.js';
-import type { DeployerDatabase, JsonDocument, MachinesTable } from './tables.js';
+import type { DeployerDatabase, InstallPlansTable, JsonDocument, MachinesTable } from './tables.js';
 
 export type DeployerDb = Kysely<DeployerDatabase> | Transaction<DeployerDatabase>;
 
@@ -38,7 +38,7 @@ export function stateFromColumn(value: string | null): MachineState {
 }
 
 
-function toRow(r: Selectable<MachinesTable>): MachineRow {
+export function toRow(r: Selectable<MachinesTable>): MachineRow {
   return {
     machineId: r.machine_id,
     state: stateFromColumn(r.state),
@@ -418,10 +418,13 @@ export interface PlanRow {
   readonly clusterGeneration: bigint;
 }
 
+function planFromColumns(r: Selectable<InstallPlansTable>): PlanRow {
+  return { plan: InstallPlan.fromJSON(r.plan), createdAt: r.created_at, fetchedAt: r.fetched_at, clusterGeneration: BigInt(r.cluster_generation) };
+}
+
 export async function getPlan(db: DeployerDb, machineId: string): Promise<PlanRow | undefined> {
   const r = await db.selectFrom('install_plans').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
-  if (!r) return undefined;
-  return { plan: InstallPlan.fromJSON(r.plan), createdAt: r.created_at, fetchedAt: r.fetched_at, clusterGeneration: BigInt(r.cluster_generation) };
+  return r ? planFromColumns(r) : undefined;
 }
 
 export async function savePlan(trx: DeployerDb, machineId: string, plan: InstallPlan, now: Date): Promise<void> {
@@ -478,8 +481,7 @@ export function planSummary(p: PlanRow): PlanSummary {
   };
 }
 
-export async function machineMessage(db: DeployerDb, row: MachineRow): Promise<Machine> {
-  const [assignment, plan] = await Promise.all([getAssignment(db, row.machineId), getPlan(db, row.machineId)]);
+function toMachine(row: MachineRow, assignment: NodeAssignment | undefined, plan: PlanRow | undefined): Machine {
   return {
     machineId: row.machineId,
     state: row.state,
@@ -496,4 +498,22 @@ export async function machineMessage(db: DeployerDb, row: MachineRow): Promise<M
     lastSeenAt: row.lastSeenAt,
     statusMessage: row.statusMessage,
   };
+}
+
+export async function machineMessage(db: DeployerDb, row: MachineRow): Promise<Machine> {
+  const [assignment, plan] = await Promise.all([getAssignment(db, row.machineId), getPlan(db, row.machineId)]);
+  return toMachine(row, assignment, plan);
+}
+
+/** Machine messages for a page of rows: two queries for the page, not two per machine. */
+export async function machineMessages(db: DeployerDb, rows: readonly MachineRow[]): Promise<Machine[]> {
+  if (rows.length === 0) return [];
+  const ids = rows.map((r) => r.machineId);
+  const [assignments, plans] = await Promise.all([
+    db.selectFrom('assignments').selectAll().where('machine_id', 'in', ids).execute(),
+    db.selectFrom('install_plans').selectAll().where('machine_id', 'in', ids).execute(),
+  ]);
+  const assignmentOf = new Map(assignments.map((a) => [a.machine_id, assignmentFromColumns(a)]));
+  const planOf = new Map(plans.map((p) => [p.machine_id, planFromColumns(p)]));
+  return rows.map((row) => toMachine(row, assignmentOf.get(row.machineId), planOf.get(row.machineId)));
 }
