@@ -10,6 +10,7 @@ import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-refl
 import { formatHostPort, type HostPort } from '../config/settings.js';
 import type { Logger } from '../log.js';
 import { type AccessPolicy, type AuthContext, authMiddleware, type Authenticator, describePrincipal } from './auth.js';
+import { clientCertificateInterceptor } from './client-certificate.js';
 import { type LogContext, requestLoggingMiddleware, streamTerminationMiddleware } from './middleware.js';
 import { REFLECTION_IMAGE_PATH, serviceFullName } from './image.js';
 import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
@@ -69,7 +70,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const health = HealthState();
   const policy: AccessPolicy = { ...PUBLIC_INFRASTRUCTURE_RPCS, ...options.policy };
 
-  const server = createServer(SERVER_KEEPALIVE_OPTIONS)
+  // The interceptor hands the verified client certificate to the auth middleware (agents' mTLS).
+  const server = createServer({ ...SERVER_KEEPALIVE_OPTIONS, interceptors: [clientCertificateInterceptor] })
     .use(requestLoggingMiddleware(options.logger))
     .use(streamTerminationMiddleware(stopController.signal))
     .use(

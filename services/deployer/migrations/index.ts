@@ -136,4 +136,27 @@ export const deployerMigrations: readonly NamedServiceMigration[] = [
       await db.schema.createIndex('audit_events_machine').on('audit_events').columns(['machine_id', 'id']).execute();
     },
   },
+  {
+    name: '0003_operator_tokens',
+    async up(db) {
+      // Operator bearer tokens issued through AccessService. Only the SHA-256 of the secret is
+      // kept; a token is looked up by that hash on every call, so a revocation applies at once
+      // on every replica.
+      await db.schema
+        .createTable('operator_tokens')
+        .addColumn('token_id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('role', 'text', (c) => c.notNull())
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('description', 'text', (c) => c.notNull().defaultTo(''))
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('expires_at', 'timestamptz')
+        .addColumn('revoked_at', 'timestamptz')
+        .addColumn('last_used_at', 'timestamptz')
+        .execute();
+      // Names identify tokens to people and in the audit log: one valid token per name.
+      await sql`CREATE UNIQUE INDEX operator_tokens_live_name ON operator_tokens (name) WHERE revoked_at IS NULL`.execute(db);
+    },
+  },
 ];

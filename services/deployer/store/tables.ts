@@ -107,6 +107,21 @@ export interface AuditEventsTable {
   peer: string;
 }
 
+export interface OperatorTokensTable {
+  token_id: string;
+  name: string;
+  /** `viewer`, `operator` or `admin`. */
+  role: string;
+  /** SHA-256 of the secret, hex. */
+  token_hash: string;
+  description: string;
+  created_by: string;
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
 export interface DeployerDatabase {
   machines: MachinesTable;
   machine_macs: MachineMacsTable;
@@ -117,4 +132,5 @@ export interface DeployerDatabase {
   cluster_state: ClusterStateTable;
   certificate_authority: CertificateAuthorityTable;
   audit_events: AuditEventsTable;
+  operator_tokens: OperatorTokensTable;
 }
