@@ -252,10 +252,30 @@ export interface GetMachineResponse {
   recentEvents: AuditEvent[];
 }
 
-/** WatchMachinesRequest starts a watch. */
+/**
+ * WatchMachinesRequest starts a watch. The filters mean what they mean in ListMachinesRequest
+ * and combine with AND; with none set every machine is watched. With a filter, the snapshot holds
+ * the matching machines; a machine that starts matching is sent as ADDED, and the change that
+ * makes a machine stop matching is sent as MODIFIED (its new version), after which its changes
+ * are not sent until it matches again. A resumed watch knows only the versions it sends: a
+ * machine that stopped matching while the client was away is not sent.
+ */
 export interface WatchMachinesRequest {
   /** Resume after this resource_version; 0 starts with a snapshot of all machines. */
   sinceResourceVersion: bigint;
+  /** Only machines in one of these states; empty means all states. */
+  states: MachineState[];
+  /** Only machines assigned to this node class; empty means any. */
+  nodeClass: string;
+  /** Only machines assigned to this pool; empty means any. */
+  pool: string;
+  /** Label selector, as ListMachinesRequest.label_selector. Empty means any. */
+  labelSelector: string;
+  /**
+   * Case-insensitive substring matched against machine_id, node_id, hostname, DMI serial and
+   * MAC addresses. Empty means any.
+   */
+  query: string;
 }
 
 /** WatchMachinesResponse is one watch event. */
@@ -266,7 +286,11 @@ export interface WatchMachinesResponse {
   machine?:
     | Machine
     | undefined;
-  /** Resource version of this event; resume from it after a disconnect. */
+  /**
+   * Resource version of this event; resume from it after a disconnect. Snapshot events carry
+   * the snapshot's resource_version (the one of the BOOKMARK that ends it), which can be older
+   * than the machine's own; a DELETED event carries the deletion's.
+   */
   resourceVersion: bigint;
 }
 
@@ -1719,7 +1743,7 @@ export const GetMachineResponse: MessageFns<GetMachineResponse> = {
 };
 
 function createBaseWatchMachinesRequest(): WatchMachinesRequest {
-  return { sinceResourceVersion: 0n };
+  return { sinceResourceVersion: 0n, states: [], nodeClass: "", pool: "", labelSelector: "", query: "" };
 }
 
 export const WatchMachinesRequest: MessageFns<WatchMachinesRequest> = {
@@ -1729,6 +1753,25 @@ export const WatchMachinesRequest: MessageFns<WatchMachinesRequest> = {
         throw new globalThis.Error("value provided for field message.sinceResourceVersion of type uint64 too large");
       }
       writer.uint32(8).uint64(message.sinceResourceVersion);
+    }
+    if (message.states.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.states) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.nodeClass !== "") {
+      writer.uint32(26).string(message.nodeClass);
+    }
+    if (message.pool !== "") {
+      writer.uint32(34).string(message.pool);
+    }
+    if (message.labelSelector !== "") {
+      writer.uint32(42).string(message.labelSelector);
+    }
+    if (message.query !== "") {
+      writer.uint32(50).string(message.query);
     }
     return writer;
   },
@@ -1754,6 +1797,56 @@ export const WatchMachinesRequest: MessageFns<WatchMachinesRequest> = {
             message.sinceResourceVersion = reader.uint64() as bigint;
             continue;
           }
+          case 2: {
+            if (tag === 16) {
+              message.states.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.states.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nodeClass = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pool = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.query = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1773,6 +1866,19 @@ export const WatchMachinesRequest: MessageFns<WatchMachinesRequest> = {
         : isSet(object.since_resource_version)
         ? BigInt(object.since_resource_version)
         : 0n,
+      states: globalThis.Array.isArray(object?.states) ? object.states.map((e: any) => machineStateFromJSON(e)) : [],
+      nodeClass: isSet(object.nodeClass)
+        ? globalThis.String(object.nodeClass)
+        : isSet(object.node_class)
+        ? globalThis.String(object.node_class)
+        : "",
+      pool: isSet(object.pool) ? globalThis.String(object.pool) : "",
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
+      query: isSet(object.query) ? globalThis.String(object.query) : "",
     };
   },
 
@@ -1780,6 +1886,21 @@ export const WatchMachinesRequest: MessageFns<WatchMachinesRequest> = {
     const obj: any = {};
     if (message.sinceResourceVersion !== 0n) {
       obj.sinceResourceVersion = message.sinceResourceVersion.toString();
+    }
+    if (message.states?.length) {
+      obj.states = message.states.map((e) => machineStateToJSON(e));
+    }
+    if (message.nodeClass !== "") {
+      obj.nodeClass = message.nodeClass;
+    }
+    if (message.pool !== "") {
+      obj.pool = message.pool;
+    }
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
+    if (message.query !== "") {
+      obj.query = message.query;
     }
     return obj;
   },
@@ -1792,6 +1913,11 @@ export const WatchMachinesRequest: MessageFns<WatchMachinesRequest> = {
     message.sinceResourceVersion = (object.sinceResourceVersion !== undefined && object.sinceResourceVersion !== null)
       ? BigInt(object.sinceResourceVersion)
       : 0n;
+    message.states = object.states?.map((e) => e) || [];
+    message.nodeClass = object.nodeClass ?? "";
+    message.pool = object.pool ?? "";
+    message.labelSelector = object.labelSelector ?? "";
+    message.query = object.query ?? "";
     return message;
   },
 };
@@ -4708,9 +4834,14 @@ export const MachineServiceDefinition = {
      * since_resource_version 0 it first sends every machine as ADDED, then one BOOKMARK marking
      * the end of that snapshot, then live changes. With a non-zero value it sends the changes after
      * it; a client that reconnects with the last resource_version it saw misses nothing. Changes
-     * made on any deployer replica are delivered. Requires role viewer.
+     * made on any deployer replica are delivered. A machine that changed several times while a
+     * client was away is sent once, in its latest version. Requires role viewer.
      * Errors: OUT_OF_RANGE when changes that old are no longer retained (list again, then watch
-     * from ListMachinesResponse.resource_version).
+     * from ListMachinesResponse.resource_version), or when since_resource_version is newer than
+     * any change (a different or restored database); INVALID_ARGUMENT for a malformed
+     * label_selector; RESOURCE_EXHAUSTED when the client reads more slowly than changes arrive and
+     * the server's buffer for this watch is full; UNAVAILABLE when the server stops. After
+     * RESOURCE_EXHAUSTED or UNAVAILABLE, watch again from the last resource_version received.
      */
     watchMachines: {
       name: "WatchMachines",
@@ -4900,9 +5031,14 @@ export interface MachineServiceImplementation<CallContextExt = {}> {
    * since_resource_version 0 it first sends every machine as ADDED, then one BOOKMARK marking
    * the end of that snapshot, then live changes. With a non-zero value it sends the changes after
    * it; a client that reconnects with the last resource_version it saw misses nothing. Changes
-   * made on any deployer replica are delivered. Requires role viewer.
+   * made on any deployer replica are delivered. A machine that changed several times while a
+   * client was away is sent once, in its latest version. Requires role viewer.
    * Errors: OUT_OF_RANGE when changes that old are no longer retained (list again, then watch
-   * from ListMachinesResponse.resource_version).
+   * from ListMachinesResponse.resource_version), or when since_resource_version is newer than
+   * any change (a different or restored database); INVALID_ARGUMENT for a malformed
+   * label_selector; RESOURCE_EXHAUSTED when the client reads more slowly than changes arrive and
+   * the server's buffer for this watch is full; UNAVAILABLE when the server stops. After
+   * RESOURCE_EXHAUSTED or UNAVAILABLE, watch again from the last resource_version received.
    */
   watchMachines(
     request: WatchMachinesRequest,
@@ -5008,9 +5144,14 @@ export interface MachineServiceClient<CallOptionsExt = {}> {
    * since_resource_version 0 it first sends every machine as ADDED, then one BOOKMARK marking
    * the end of that snapshot, then live changes. With a non-zero value it sends the changes after
    * it; a client that reconnects with the last resource_version it saw misses nothing. Changes
-   * made on any deployer replica are delivered. Requires role viewer.
+   * made on any deployer replica are delivered. A machine that changed several times while a
+   * client was away is sent once, in its latest version. Requires role viewer.
    * Errors: OUT_OF_RANGE when changes that old are no longer retained (list again, then watch
-   * from ListMachinesResponse.resource_version).
+   * from ListMachinesResponse.resource_version), or when since_resource_version is newer than
+   * any change (a different or restored database); INVALID_ARGUMENT for a malformed
+   * label_selector; RESOURCE_EXHAUSTED when the client reads more slowly than changes arrive and
+   * the server's buffer for this watch is full; UNAVAILABLE when the server stops. After
+   * RESOURCE_EXHAUSTED or UNAVAILABLE, watch again from the last resource_version received.
    */
   watchMachines(
     request: DeepPartial<WatchMachinesRequest>,
