@@ -48,6 +48,16 @@ export function redactPaths(fields: readonly string[] = SECRET_FIELDS): string[]
   return paths;
 }
 
+/**
+ * Errors as pino serialises them, without the bound parameters some database drivers attach to
+ * a failed query (`params`): those are the row's values, sealed keys and token hashes among them.
+ */
+function serializeError(err: Error): Record<string, unknown> {
+  const out = pino.stdSerializers.err(err) as unknown as Record<string, unknown>;
+  if ('params' in out) out.params = '[redacted]';
+  return out;
+}
+
 export interface LoggerSettings {
   readonly level?: LogLevel;
   /** Where log lines go; defaults to stdout. Tests pass a stream to capture them. */
@@ -62,7 +72,7 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
     redact: { paths: redactPaths(), censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
-    serializers: { err: pino.stdSerializers.err },
+    serializers: { err: serializeError },
   };
   return settings.destination ? pino(options, settings.destination as pino.DestinationStream) : pino(options);
 }
