@@ -134,6 +134,8 @@ async function stormDeployer(input: { url: string; stateDir: string; machines: n
     tlsCertFile: undefined,
     tlsKeyFile: undefined,
     tlsCaFile: undefined,
+    insecureLoopback: true,
+    metricsListen: undefined,
   };
   const serving = await serveComponents({ components: [deployerComponent()], config, logger });
   const channel = openChannel(serving.server.address);

@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { ClusterState } from '../gen/ts/ultracloud/deployer/v1/cluster_state.js';
-import { checkTransport, ConfigError, daemonConfigSpec, DEFAULT_PORTS, loadConfig } from '../lib/config/index.js';
+import { checkTransport, ConfigError, daemonConfigSpec, type DaemonDefaults, DEFAULT_PORTS, type HostPort, loadConfig } from '../lib/config/index.js';
 import type { Component } from '../lib/component.js';
 import { createLogger } from '../lib/log.js';
 import { stopOnSignals } from '../lib/process.js';
@@ -63,6 +63,8 @@ const DAEMON_FLAGS: [string, string][] = [
   ['--tls-cert <file>', 'server certificate (ULTRACLOUD_TLS_CERT)'],
   ['--tls-key <file>', 'server key (ULTRACLOUD_TLS_KEY)'],
   ['--tls-ca <file>', 'CA bundle for client certificates (ULTRACLOUD_TLS_CA)'],
+  ['--insecure-loopback', 'serve plaintext gRPC, only on a loopback address (ULTRACLOUD_INSECURE_LOOPBACK)'],
+  ['--metrics-listen <host:port>', 'serve Prometheus /metrics over HTTP here, or "off" (ULTRACLOUD_METRICS_LISTEN)'],
   ['--join-token-file <file>', 'installer join token (ULTRACLOUD_JOIN_TOKEN_FILE, default <state-dir>/join.token)'],
   ['--secrets-key-file <file>', 'key sealing private keys (ULTRACLOUD_SECRETS_KEY_FILE, default <state-dir>/secrets.key)'],
   ['--install-timeout <duration>', 'fail installs silent this long (ULTRACLOUD_INSTALL_TIMEOUT, default 60m)'],
@@ -77,39 +79,70 @@ function withDaemonFlags(command: Command): Command {
 function flagValues(opts: Record<string, unknown>): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = {};
   for (const [key, value] of Object.entries(opts)) {
-    if (typeof value === 'string') out[key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] = value;
+    const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    if (typeof value === 'string') out[flag] = value;
+    else if (value === true) out[flag] = 'true'; // a switch such as --insecure-loopback
   }
   return out;
 }
 
 type ComponentSelection = (flags: Record<string, string | undefined>, initial: InitialClusterState | undefined) => readonly Component[];
 
-async function runServer(command: string, select: ComponentSelection, defaultPort: number, opts: Record<string, unknown>, exampleCluster?: string): Promise<void> {
+/** How a server command differs from the others. */
+interface ServerCommand extends DaemonDefaults {
+  readonly port: number;
+  /** Holds the cluster CA, so it serves TLS with a certificate of its own unless told otherwise. */
+  readonly selfIssued?: boolean;
+  /** The example cluster applied when no other is named. */
+  readonly exampleCluster?: string;
+}
+
+async function runServer(command: string, select: ComponentSelection, defaults: ServerCommand, opts: Record<string, unknown>): Promise<void> {
   const flags = flagValues(opts);
-  const config = loadConfig(daemonConfigSpec(defaultPort), { flags });
-  checkTransport(config);
+  const config = loadConfig(daemonConfigSpec(defaults.port, defaults), { flags });
+  const transport = checkTransport(config, { selfIssued: defaults.selfIssued ?? false });
   const logger = createLogger({ level: config.logLevel, name: 'ultracloud' });
-  const initial = initialClusterState(command, opts.cluster, exampleCluster);
-  const running = await serveComponents({ components: select(flags, initial), config, logger });
-  logger.info({ event: 'ready', address: running.server.address, admin_token_file: running.adminTokenPath, state_dir: config.stateDir });
+  const initial = initialClusterState(command, opts.cluster, defaults.exampleCluster);
+  // The default metrics port is a convenience: when another process has it, take a free one.
+  const metricsOnFreePort = flags['metrics-listen'] === undefined && !process.env.ULTRACLOUD_METRICS_LISTEN;
+  const running = await serveComponents({ components: select(flags, initial), config, logger, transport, metricsOnFreePort });
+  logger.info({
+    event: 'ready',
+    address: running.server.address,
+    tls: running.transport !== 'plaintext',
+    ...(running.caFile ? { ca_file: running.caFile } : {}),
+    ...(running.metrics ? { metrics: running.metrics.url } : {}),
+    admin_token_file: running.adminTokenPath,
+    state_dir: config.stateDir,
+  });
   stopOnSignals(running.stop, logger);
 }
+
+/** Where `up` serves /metrics unless told otherwise (9464: the OpenTelemetry Prometheus exporter's port). */
+const UP_METRICS_LISTEN: HostPort = { host: '127.0.0.1', port: 9464 };
 
 const program = new Command('ultracloud').description('UltraCloud bare-metal provisioning').showHelpAfterError();
 
 withDaemonFlags(
-  program.command('up').description(`run every control-plane service in one process (default 127.0.0.1:${DEFAULT_PORTS.up})`),
+  program
+    .command('up')
+    .description(
+      `run every control-plane service in one process (default 127.0.0.1:${DEFAULT_PORTS.up}, TLS from the cluster CA, ` +
+        `metrics on ${UP_METRICS_LISTEN.host}:${UP_METRICS_LISTEN.port})`,
+    ),
 )
   .option('--cluster <file>', 'ClusterState JSON applied at start while none is applied (ULTRACLOUD_CLUSTER_FILE, default: the example lab)')
   .option('--no-cluster', 'apply no cluster state at start')
-  .action((opts: Record<string, unknown>) => runServer('up', components, DEFAULT_PORTS.up, opts, LAB_CLUSTER_STATE));
+  .action((opts: Record<string, unknown>) =>
+    runServer('up', components, { port: DEFAULT_PORTS.up, selfIssued: true, metricsListen: UP_METRICS_LISTEN, exampleCluster: LAB_CLUSTER_STATE }, opts),
+  );
 
 withDaemonFlags(
   program.command('deployer').description(`run the deployer alone (default 127.0.0.1:${DEFAULT_PORTS.deployer})`),
 )
   .option('--cluster <file>', 'ClusterState JSON applied at start while none is applied (ULTRACLOUD_CLUSTER_FILE)')
   .action((opts: Record<string, unknown>) =>
-    runServer('deployer', (flags, initial) => [deployerComponent(flags, initial ? { initialClusterState: initial } : {})], DEFAULT_PORTS.deployer, opts),
+    runServer('deployer', (flags, initial) => [deployerComponent(flags, initial ? { initialClusterState: initial } : {})], { port: DEFAULT_PORTS.deployer }, opts),
   );
 
 registerInstallerCommand(program);

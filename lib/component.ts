@@ -3,9 +3,12 @@
 // owns its Postgres schema and migrations; it never reads another component's tables.
 import type { Kysely } from 'kysely';
 import type { ServiceMigrations } from './db/index.js';
+import type { DatabaseNotifications } from './db/notifications.js';
 import type { AccessPolicy, Authenticator } from './grpc/auth.js';
 import type { ServiceBinding } from './grpc/server.js';
 import type { Logger } from './log.js';
+import type { MetricsRegistry } from './metrics.js';
+import type { ClusterCa } from './pki/index.js';
 
 export interface ComponentContext {
   /** The shared database handle; the component scopes it to its own schema. */
@@ -14,6 +17,10 @@ export interface ComponentContext {
   readonly stateDir: string;
   /** Aborted when the process begins to stop. */
   readonly stopping: AbortSignal;
+  /** Wake-ups between the processes sharing the database (LISTEN/NOTIFY); absent: this process only. */
+  readonly notifications?: DatabaseNotifications;
+  /** The process's metrics registry when metrics are served; components add their own metrics. */
+  readonly metrics?: MetricsRegistry;
 }
 
 export interface StartedComponent {
@@ -23,6 +30,8 @@ export interface StartedComponent {
   readonly authenticators?: readonly Authenticator[];
   /** Background loops (timeouts, watchers) started after the server listens. */
   readonly run?: () => void;
+  /** The cluster CA, from the component that owns it: `ultracloud up` issues its server certificate with it. */
+  readonly clusterCa?: ClusterCa;
   stop(): Promise<void>;
 }
 

@@ -9,9 +9,9 @@ import { statusCommand } from './commands/status.js';
 
 const program = new Command('deployer-ctl')
   .description('Operate an UltraCloud cluster')
-  .option('--server <host:port>', 'control-plane address (ULTRACLOUD_SERVER, default 127.0.0.1:7000)')
+  .option('--server <host:port>', 'control-plane address (ULTRACLOUD_SERVER, default: the one in ./.ultracloud/endpoint.json, else 127.0.0.1:7000)')
   .option('--token <token>', 'bearer token (ULTRACLOUD_TOKEN, default: admin.token in ./.ultracloud)')
-  .option('--ca <file>', 'CA bundle; enables TLS (ULTRACLOUD_CA)')
+  .option('--ca <file>', 'CA bundle verifying the server over TLS (ULTRACLOUD_CA, default: ./.ultracloud/ca.pem when that server speaks TLS)')
   .option('--json', 'machine-readable output')
   .showHelpAfterError()
   .exitOverride();

@@ -9,6 +9,7 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-serv
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { formatHostPort, type HostPort } from '../config/settings.js';
 import type { Logger } from '../log.js';
+import { type MetricsRegistry, rpcMetricsMiddleware } from '../metrics.js';
 import { type AccessPolicy, type AuthContext, authMiddleware, type Authenticator, describePrincipal } from './auth.js';
 import { clientCertificateInterceptor } from './client-certificate.js';
 import { type LogContext, requestLoggingMiddleware, streamTerminationMiddleware } from './middleware.js';
@@ -52,6 +53,8 @@ export interface GrpcServerOptions {
   /** How long in-flight unary calls get to finish on stop before connections are cut. */
   readonly shutdownGraceMs?: number;
   readonly onDenied?: Parameters<typeof authMiddleware>[0]['onDenied'];
+  /** The process's metrics registry: RPC counts, latencies and open streams are recorded on it. */
+  readonly metrics?: MetricsRegistry;
 }
 
 export interface RunningServer {
@@ -72,6 +75,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
 
   // The interceptor hands the verified client certificate to the auth middleware (agents' mTLS).
   const server = createServer({ ...SERVER_KEEPALIVE_OPTIONS, interceptors: [clientCertificateInterceptor] })
+    .use(rpcMetricsMiddleware(options.metrics))
     .use(requestLoggingMiddleware(options.logger))
     .use(streamTerminationMiddleware(stopController.signal))
     .use(

@@ -3,3 +3,4 @@ export * from './ca.js';
 export * from './issue.js';
 export * from './sealed.js';
 export * from './tokens.js';
+export * from './server-certificate.js';

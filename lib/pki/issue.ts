@@ -329,7 +329,11 @@ function sshString(value: Buffer | string): Buffer {
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
 
 /** RFC 1123 host names: what may go into a dNSName SAN and match a TLS server name. */
+export function isDnsName(name: string): boolean {
+  return name.length > 0 && name.length <= 253 && name.split('.').every((label) => DNS_LABEL.test(label));
+}
+
 function dnsNameProblems(field: string, name: string): FieldViolation[] {
-  const ok = name.length > 0 && name.length <= 253 && name.split('.').every((label) => DNS_LABEL.test(label));
+  const ok = isDnsName(name);
   return ok ? [] : [{ field, description: `"${name}" is not a valid DNS name (RFC 1123 labels of letters, digits and hyphens)` }];
 }

@@ -26,6 +26,7 @@ import {
 import { type DeployerConfig, DEPLOYER_CONFIG_SPEC } from './config.js';
 import { Deployer } from './deployer.js';
 import { MachineReader } from './machine-reader.js';
+import { registerDeployerMetrics } from './metrics.js';
 import { DEPLOYER_SCHEMA, deployerMigrations } from './migrations/index.js';
 import { installerAuthenticator } from './rpc/authenticators.js';
 import { bootstrapService } from './rpc/bootstrap.js';
@@ -107,7 +108,8 @@ export function deployerComponent(flags: Readonly<Record<string, string | undefi
       // Operators and agents verify the control plane with this bundle.
       writeFileSync(join(context.stateDir, CA_BUNDLE_FILE), ca.certificatePem, { mode: 0o644 });
       const joinToken = ensureJoinToken(config, context.stateDir);
-      const deployer = new Deployer(db, ca, { secretsKey, ...config }, context.logger);
+      const observer = context.metrics ? registerDeployerMetrics(context.metrics, db, context.logger) : undefined;
+      const deployer = new Deployer(db, ca, { secretsKey, ...config }, context.logger, observer);
       if (options.initialClusterState) await seedClusterState(deployer, options.initialClusterState, context.logger);
       const reader = new MachineReader(db);
       let timer: NodeJS.Timeout | undefined;
@@ -119,6 +121,7 @@ export function deployerComponent(flags: Readonly<Record<string, string | undefi
         ],
         policy: DEPLOYER_POLICY,
         authenticators: [installerAuthenticator(db, joinToken)],
+        clusterCa: ca,
         run: () => {
           const every = Math.min(Math.max(config.installTimeoutMs / 4, 1_000), 30_000);
           timer = setInterval(() => {

@@ -93,7 +93,7 @@ async function runRefused(name: string, args: readonly string[], env: NodeJS.Pro
 
 test.before(async () => {
   badListen = runRefused('badlisten', [], { ULTRACLOUD_LISTEN: 'nonsense', ULTRACLOUD_STATE_DIR: '$STATE' });
-  wildcardListen = runRefused('wildcard', ['--listen', '0.0.0.0:0', '--state-dir', '$STATE'], {});
+  wildcardListen = runRefused('wildcard', ['--listen', '0.0.0.0:0', '--state-dir', '$STATE', '--insecure-loopback'], {});
   badListen.catch(() => undefined);
   wildcardListen.catch(() => undefined);
   // The state dir is `<workDir>/.ultracloud`, as `npm start` makes it, so deployer-ctl run from
@@ -265,7 +265,7 @@ test('a malformed ULTRACLOUD_LISTEN stops the binary with exit code 2, naming th
   t.deepEqual(await readdir(run.dir), []);
 });
 
-test('plaintext on 0.0.0.0 is refused with exit code 2 and a message about loopback', async (t) => {
+test('plaintext (--insecure-loopback) on 0.0.0.0 is refused with exit code 2 and a message about loopback', async (t) => {
   const run = await wildcardListen;
   t.is(run.code, 2, `stdout:\n${run.stdout}\nstderr:\n${run.stderr}`);
   t.regex(run.stderr, /ULTRACLOUD_LISTEN/);

@@ -1,5 +1,7 @@
 // Starts the real `ultracloud` binary as a child process on a free loopback port and waits until
-// it logs `ready`. Tests talk to it over real sockets and stop it with real signals.
+// it logs `ready`. Tests talk to it over real sockets and stop it with real signals. `up` serves
+// TLS from the cluster CA by default; here it runs with --insecure-loopback (plaintext) unless a
+// test asks for `tls`.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +16,10 @@ export const START_TIMEOUT_MS = 90_000;
 
 export interface UltracloudProcess {
   readonly address: string;
+  /** The CA bundle that verifies the server, when it serves TLS with its own certificate. */
+  readonly caFile: string | undefined;
+  /** `http://host:port/metrics`, when metrics are served. */
+  readonly metricsUrl: string | undefined;
   readonly stateDir: string;
   readonly child: ChildProcess;
   /** Every log line printed so far (JSON lines from pino). */
@@ -27,17 +33,20 @@ export interface StartOptions {
   readonly env?: NodeJS.ProcessEnv;
   readonly stateDir?: string;
   readonly timeoutMs?: number;
+  /** `up` only: serve TLS with its own certificate (the default of the binary) instead of plaintext. */
+  readonly tls?: boolean;
 }
 
 export async function startUltracloud(command: string, options: StartOptions = {}): Promise<UltracloudProcess> {
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'ultracloud-test-'));
-  const child = spawn(process.execPath, [ULTRACLOUD_BIN, command, '--listen', '127.0.0.1:0', '--state-dir', stateDir, ...(options.args ?? [])], {
+  const plaintext = command === 'up' && !options.tls ? ['--insecure-loopback'] : [];
+  const child = spawn(process.execPath, [ULTRACLOUD_BIN, command, '--listen', '127.0.0.1:0', '--state-dir', stateDir, ...plaintext, ...(options.args ?? [])], {
     env: { ...process.env, ULTRACLOUD_LOG_LEVEL: 'debug', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const address = await new Promise<string>((resolve, reject) => {
+  const ready = await new Promise<{ address: string; ca_file?: string; metrics?: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`ultracloud ${command} not ready after ${options.timeoutMs ?? START_TIMEOUT_MS} ms:\n${output.join('')}`)), options.timeoutMs ?? START_TIMEOUT_MS);
     let buffer = '';
     const onData = (chunk: Buffer) => {
@@ -48,10 +57,10 @@ export async function startUltracloud(command: string, options: StartOptions = {
         buffer = buffer.slice(nl + 1);
         output.push(line);
         try {
-          const entry = JSON.parse(line) as { event?: string; address?: string };
+          const entry = JSON.parse(line) as { event?: string; address?: string; ca_file?: string; metrics?: string };
           if (entry.event === 'ready' && entry.address) {
             clearTimeout(timer);
-            resolve(entry.address);
+            resolve({ ...entry, address: entry.address });
           }
         } catch {
           // not JSON: kept in output for the failure message
@@ -67,7 +76,9 @@ export async function startUltracloud(command: string, options: StartOptions = {
     });
   });
   return {
-    address,
+    address: ready.address,
+    caFile: ready.ca_file,
+    metricsUrl: ready.metrics,
     stateDir,
     child,
     output,
