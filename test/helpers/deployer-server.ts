@@ -41,6 +41,8 @@ export interface DeployerServer {
   readonly machines: ServiceClient<typeof MachineServiceDefinition>;
   /** A client of `definition` sending `token` as `authorization: Bearer …`; none: anonymous. */
   client<S extends CompatServiceDefinition>(definition: S, token?: string): ServiceClient<S>;
+  /** `http://127.0.0.1:<port>/metrics` when started with `metrics`. */
+  readonly metricsUrl: string | undefined;
   /** Stops the server and deletes its state dir and (on postgres) its database. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -51,6 +53,8 @@ export interface StartDeployerOptions {
    * rather than set in process.env, so servers with different settings run side by side.
    */
   readonly flags?: Readonly<Record<string, string>>;
+  /** Serve Prometheus metrics on a free loopback port. */
+  readonly metrics?: boolean;
 }
 
 // initdb is most of the cost of starting on-disk PGlite (seconds of CPU on the one JS thread,
@@ -82,6 +86,7 @@ export async function startDeployerServer(target: DatabaseTargetName, options: S
         ULTRACLOUD_LISTEN: '127.0.0.1:0',
         ULTRACLOUD_LOG_LEVEL: 'silent',
         ...(scratch ? { ULTRACLOUD_DATABASE_URL: scratch.url } : {}),
+        ...(options.metrics ? { ULTRACLOUD_METRICS_LISTEN: '127.0.0.1:0' } : {}),
       },
     });
     const serving = await serveComponents({
@@ -102,6 +107,7 @@ export async function startDeployerServer(target: DatabaseTargetName, options: S
       adminToken,
       joinToken: readFileSync(join(stateDir, JOIN_TOKEN_FILE), 'utf8').trim(),
       caPem: readFileSync(join(stateDir, CA_BUNDLE_FILE), 'utf8'),
+      metricsUrl: serving.metrics?.url,
       channel,
       cluster: client(ClusterServiceDefinition, adminToken),
       machines: client(MachineServiceDefinition, adminToken),
