@@ -8,10 +8,10 @@ import type {
   ListMachinesRequest,
   ListMachinesResponse,
 } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
-import { AuditOutcome } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { InvalidArgumentError } from '../../lib/errors.js';
 import { listAudit } from './store/audit.js';
-import { currentResourceVersion, decodeCursor, encodeCursor, listMachineRows, machineIdByName, parseLabelSelector } from './store/machine-queries.js';
+import { parseLabelSelector } from './domain/label-selector.js';
+import { currentResourceVersion, decodeCursor, encodeCursor, listMachineRows, type MachineFilter, machineIdByName } from './store/machine-queries.js';
 import { getMachineRow, machineMessage, machineMessages } from './store/machines.js';
 import type { DeployerDatabase } from './store/tables.js';
 
@@ -22,8 +22,8 @@ export class MachineReader {
 
   async list(req: ListMachinesRequest, pageSize: number): Promise<ListMachinesResponse> {
     const resourceVersion = await currentResourceVersion(this.db);
-    const filter = { states: req.states, nodeClass: req.nodeClass, pool: req.pool, labels: parseLabelSelector(req.labelSelector), query: req.query.trim() };
-    const page = await listMachineRows(this.db, filter, pageSize, req.pageToken ? decodeCursor(req.pageToken) : undefined);
+    const filter: MachineFilter = { states: req.states, nodeClass: req.nodeClass, pool: req.pool, labels: parseLabelSelector(req.labelSelector), query: req.query.trim() };
+    const page = await listMachineRows(this.db, filter, pageSize, req.pageToken ? decodeCursor(req.pageToken, filter) : undefined);
     const machines = await machineMessages(this.db, page.rows);
     return { machines, nextPageToken: page.next ? encodeCursor(page.next) : '', resourceVersion };
   }
@@ -43,11 +43,15 @@ export class MachineReader {
       if (!/^\d+$/.test(req.pageToken)) throw new InvalidArgumentError({ field: 'page_token', description: 'not a token returned by ListAuditEvents' });
       beforeId = BigInt(req.pageToken);
     }
-    let machineId = req.machineId;
-    if (!machineId && req.nodeId) machineId = (await machineIdByName(this.db, { nodeId: req.nodeId })) ?? `(no machine with node_id ${req.nodeId})`;
-    const events = (await listAudit(this.db, { ...(machineId ? { machineId } : {}), ...(req.actor ? { actor: req.actor } : {}), ...(beforeId !== undefined ? { beforeId } : {}), limit: pageSize + 1 }))
-      .filter((e) => !req.since || (e.time && e.time >= req.since))
-      .filter((e) => req.outcome === AuditOutcome.AUDIT_OUTCOME_UNSPECIFIED || e.outcome === req.outcome);
+    const events = await listAudit(this.db, {
+      ...(req.machineId ? { machineId: req.machineId } : {}),
+      ...(req.nodeId ? { nodeId: req.nodeId } : {}),
+      ...(req.actor ? { actor: req.actor } : {}),
+      ...(req.since ? { since: req.since } : {}),
+      outcome: req.outcome,
+      ...(beforeId !== undefined ? { beforeId } : {}),
+      limit: pageSize + 1,
+    });
     const more = events.length > pageSize;
     const page = events.slice(0, pageSize);
     return { events: page, nextPageToken: more && page.length > 0 ? (page[page.length - 1] as { id: string }).id : '' };

@@ -47,7 +47,11 @@ export async function appendAudit(db: DeployerDb, e: AuditEntry): Promise<void> 
 
 export interface AuditQuery {
   readonly machineId?: string;
+  readonly nodeId?: string;
   readonly actor?: string;
+  /** Events at or after this time. */
+  readonly since?: Date;
+  readonly outcome?: AuditOutcome;
   /** Events with a smaller id than this (newest first paging). */
   readonly beforeId?: bigint;
   readonly limit: number;
@@ -56,7 +60,10 @@ export interface AuditQuery {
 export async function listAudit(db: DeployerDb, q: AuditQuery): Promise<AuditEvent[]> {
   let query = db.selectFrom('audit_events').selectAll().orderBy('id', 'desc').limit(q.limit);
   if (q.machineId) query = query.where('machine_id', '=', q.machineId);
+  if (q.nodeId) query = query.where('node_id', '=', q.nodeId);
   if (q.actor) query = query.where('actor', '=', q.actor);
+  if (q.since) query = query.where('at', '>=', q.since);
+  if (q.outcome !== undefined && q.outcome !== AuditOutcome.AUDIT_OUTCOME_UNSPECIFIED) query = query.where('outcome', '=', AuditOutcome[q.outcome]);
   if (q.beforeId !== undefined) query = query.where('id', '<', q.beforeId);
   const rows = await query.execute();
   return rows.map((r) => ({

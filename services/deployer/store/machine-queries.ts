@@ -1,7 +1,9 @@
 // Read paths for operators: filtered, keyset-paginated machine listings and lookups by name.
-import { sql } from 'kysely';
+import { createHash } from 'node:crypto';
+import { type Expression, sql, type SqlBool } from 'kysely';
 import type { MachineState } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { InvalidArgumentError } from '../../../lib/errors.js';
+import { formatLabelSelector, type LabelTerm } from '../domain/label-selector.js';
 import { stateName } from '../domain/lifecycle.js';
 import { type DeployerDb, type MachineRow, toRow } from './machines.js';
 
@@ -9,72 +11,111 @@ export interface MachineFilter {
   readonly states: readonly MachineState[];
   readonly nodeClass: string;
   readonly pool: string;
-  /** Parsed `k=v,k2=v2`. */
-  readonly labels: Readonly<Record<string, string>>;
+  /** Parsed `label_selector`: every term must hold. */
+  readonly labels: readonly LabelTerm[];
   readonly query: string;
 }
 
-interface Cursor {
+/**
+ * Where the next page starts: the sort key of the last machine returned (unassigned?, hostname,
+ * machine_id) and a fingerprint of the filter the token was issued for.
+ */
+export interface Cursor {
+  readonly u: boolean;
   readonly h: string;
   readonly m: string;
+  readonly f: string;
+}
+
+/** Equal filters give equal fingerprints, whatever the order of states or selector terms. */
+export function filterFingerprint(filter: MachineFilter): string {
+  const canonical = JSON.stringify([
+    [...filter.states].sort((a, b) => a - b),
+    filter.nodeClass,
+    filter.pool,
+    formatLabelSelector(filter.labels),
+    filter.query.toLowerCase(),
+  ]);
+  return createHash('sha256').update(canonical).digest('base64url').slice(0, 16);
 }
 
 export function encodeCursor(c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url');
 }
 
-export function decodeCursor(token: string): Cursor {
+/** The cursor in `token`; INVALID_ARGUMENT when it is not ours or was issued for another filter. */
+export function decodeCursor(token: string, filter: MachineFilter): Cursor {
+  let c: Partial<Cursor> | undefined;
   try {
-    const c = JSON.parse(Buffer.from(token, 'base64url').toString()) as Cursor;
-    if (typeof c.h === 'string' && typeof c.m === 'string') return c;
+    c = JSON.parse(Buffer.from(token, 'base64url').toString()) as Partial<Cursor>;
   } catch {
-    // fall through
+    // reported below
   }
-  throw new InvalidArgumentError({ field: 'page_token', description: 'not a token returned by ListMachines' });
+  if (!c || typeof c.u !== 'boolean' || typeof c.h !== 'string' || typeof c.m !== 'string' || typeof c.f !== 'string') {
+    throw new InvalidArgumentError({ field: 'page_token', description: 'not a token returned by ListMachines' });
+  }
+  if (c.f !== filterFingerprint(filter)) {
+    throw new InvalidArgumentError({ field: 'page_token', description: 'issued for a different filter: list again from the first page' });
+  }
+  return c as Cursor;
 }
 
-export function parseLabelSelector(selector: string, field = 'label_selector'): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const part of selector.split(',').map((p) => p.trim()).filter(Boolean)) {
-    const m = /^([A-Za-z0-9._/-]+)=([A-Za-z0-9._-]*)$/.exec(part);
-    if (!m) throw new InvalidArgumentError({ field, description: `"${part}" is not key=value` });
-    out[m[1] as string] = m[2] as string;
+/** One selector term over the assignment's labels; a machine without an assignment has none. */
+function labelTerm(term: LabelTerm): Expression<SqlBool> {
+  switch (term.op) {
+    case 'equals':
+      return sql<SqlBool>`coalesce(a.labels @> ${JSON.stringify({ [term.key]: term.value })}::jsonb, false)`;
+    case 'not-equals':
+      return sql<SqlBool>`not coalesce(a.labels @> ${JSON.stringify({ [term.key]: term.value })}::jsonb, false)`;
+    case 'exists':
+      return sql<SqlBool>`(a.labels -> ${term.key}) is not null`;
   }
-  return out;
 }
 
-/** Sorted by hostname (unassigned machines first, as ''), then machine_id; stable across pages. */
+/** `%query%`, lower-cased, with LIKE's wildcards in the query taken literally. */
+function likePattern(query: string): string {
+  return `%${query.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`;
+}
+
+/**
+ * Sorted by hostname, machines without an assignment last, then by machine_id. Pages continue
+ * after the last row's sort key (keyset), so a machine that exists for the whole walk appears
+ * exactly once even while others are added, changed or deleted.
+ */
 export async function listMachineRows(db: DeployerDb, filter: MachineFilter, pageSize: number, after?: Cursor): Promise<{ rows: MachineRow[]; next?: Cursor }> {
   let q = db
     .selectFrom('machines as m')
     .leftJoin('assignments as a', 'a.machine_id', 'm.machine_id')
     .selectAll('m')
-    .select(sql<string>`coalesce(a.hostname, '')`.as('host'));
+    .select([sql<boolean>`(a.hostname is null)`.as('unassigned'), sql<string>`coalesce(a.hostname, '')`.as('host')]);
   if (filter.states.length > 0) q = q.where('m.state', 'in', filter.states.map(stateName));
   if (filter.nodeClass) q = q.where('a.node_class', '=', filter.nodeClass);
   if (filter.pool) q = q.where('a.pool', '=', filter.pool);
-  if (Object.keys(filter.labels).length > 0) q = q.where(sql<boolean>`a.labels @> ${JSON.stringify(filter.labels)}::jsonb`);
+  for (const term of filter.labels) q = q.where(labelTerm(term));
   if (filter.query) {
-    const like = `%${filter.query.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`;
+    const like = likePattern(filter.query);
     q = q.where((eb) =>
       eb.or([
         eb(sql`lower(coalesce(a.hostname, ''))`, 'like', like),
         eb(sql`lower(coalesce(a.node_id, ''))`, 'like', like),
         eb(sql`lower(coalesce(m.serial, ''))`, 'like', like),
         eb(sql`lower(m.machine_id)`, 'like', like),
-        eb.exists(eb.selectFrom('machine_macs as mm').select('mm.mac').whereRef('mm.machine_id', '=', 'm.machine_id').where('mm.mac', 'like', like)),
+        eb.exists(eb.selectFrom('machine_macs as mm').select('mm.mac').whereRef('mm.machine_id', '=', 'm.machine_id').where(sql`lower(mm.mac)`, 'like', like)),
       ]),
     );
   }
-  if (after) {
-    q = q.where(sql<boolean>`(coalesce(a.hostname, ''), m.machine_id) > (${after.h}, ${after.m})`);
-  }
-  const page = await q.orderBy(sql`coalesce(a.hostname, '')`).orderBy('m.machine_id').limit(pageSize + 1).execute();
+  if (after) q = q.where(sql<SqlBool>`((a.hostname is null), coalesce(a.hostname, ''), m.machine_id) > (${after.u}, ${after.h}, ${after.m})`);
+  const page = await q
+    .orderBy(sql`(a.hostname is null)`)
+    .orderBy(sql`coalesce(a.hostname, '')`)
+    .orderBy('m.machine_id')
+    .limit(pageSize + 1)
+    .execute();
   const more = page.length > pageSize;
   const visible = page.slice(0, pageSize);
-  const rows = visible.map(({ host: _host, ...machine }) => toRow(machine));
+  const rows = visible.map(({ host: _host, unassigned: _unassigned, ...machine }) => toRow(machine));
   const last = visible[visible.length - 1];
-  return more && last ? { rows, next: { h: last.host, m: last.machine_id } } : { rows };
+  return more && last ? { rows, next: { u: Boolean(last.unassigned), h: last.host, m: last.machine_id, f: filterFingerprint(filter) } } : { rows };
 }
 
 export async function machineIdByName(db: DeployerDb, key: { nodeId?: string; hostname?: string }): Promise<string | undefined> {
