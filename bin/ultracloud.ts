@@ -66,6 +66,7 @@ const DAEMON_FLAGS: [string, string][] = [
   ['--insecure-loopback', 'serve plaintext gRPC, only on a loopback address (ULTRACLOUD_INSECURE_LOOPBACK)'],
   ['--metrics-listen <host:port>', 'serve Prometheus /metrics over HTTP here, or "off" (ULTRACLOUD_METRICS_LISTEN)'],
   ['--join-token-file <file>', 'installer join token (ULTRACLOUD_JOIN_TOKEN_FILE, default <state-dir>/join.token)'],
+  ['--operator-tokens-file <file>', 'operator tokens, "<role> <sha256> <name>" a line (ULTRACLOUD_OPERATOR_TOKENS_FILE)'],
   ['--secrets-key-file <file>', 'key sealing private keys (ULTRACLOUD_SECRETS_KEY_FILE, default <state-dir>/secrets.key)'],
   ['--install-timeout <duration>', 'fail installs silent this long (ULTRACLOUD_INSTALL_TIMEOUT, default 60m)'],
 ];

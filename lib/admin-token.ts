@@ -1,6 +1,7 @@
 // The bootstrap admin credential of a single-node control plane: `ultracloud up` creates a random
 // token in its state dir on first start (mode 0600, like a kubeconfig) and keeps only its hash in
-// memory; `deployer-ctl` run from the same directory picks it up.
+// memory; `deployer-ctl` run from the same directory picks it up. It acts as the admin named
+// "bootstrap" (the actor in audit events and the `created_by` of tokens it issues).
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +10,8 @@ import type { Authenticator, Principal } from './grpc/auth.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
 const TOKEN_PREFIX = 'ucadm_';
+/** The admin token's name. */
+export const BOOTSTRAP_ADMIN = 'bootstrap';
 
 export function sha256(text: string): Buffer {
   return createHash('sha256').update(text).digest();
@@ -31,7 +34,7 @@ export function adminTokenAuthenticator(token: string): Authenticator {
     async authenticate({ bearer }): Promise<Principal | undefined> {
       if (!bearer?.startsWith(TOKEN_PREFIX)) return undefined;
       if (!timingSafeEqual(sha256(bearer), expected)) throw new UnauthenticatedError('admin token not recognised');
-      return { kind: 'operator', role: 'admin', subject: 'admin' };
+      return { kind: 'operator', role: 'admin', subject: BOOTSTRAP_ADMIN };
     },
   };
 }

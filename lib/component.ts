@@ -4,7 +4,7 @@
 import type { Kysely } from 'kysely';
 import type { ServiceMigrations } from './db/index.js';
 import type { DatabaseNotifications } from './db/notifications.js';
-import type { AccessPolicy, Authenticator } from './grpc/auth.js';
+import type { AccessDenial, AccessPolicy, Authenticator } from './grpc/auth.js';
 import type { ServiceBinding } from './grpc/server.js';
 import type { Logger } from './log.js';
 import type { MetricsRegistry } from './metrics.js';
@@ -28,6 +28,8 @@ export interface StartedComponent {
   readonly policy: AccessPolicy;
   /** Credentials this component can verify (e.g. installer tokens for the deployer). */
   readonly authenticators?: readonly Authenticator[];
+  /** Told about every denied call of the server (after it is logged); must return at once. */
+  readonly onDenied?: (denial: AccessDenial) => void;
   /** Background loops (timeouts, watchers) started after the server listens. */
   readonly run?: () => void;
   /** The cluster CA, from the component that owns it: `ultracloud up` issues its server certificate with it. */

@@ -136,6 +136,9 @@ export async function serveComponents(options: ServeOptions): Promise<ServingPro
       services: started.flatMap((c) => c.services),
       policy,
       authenticators,
+      onDenied: (denial) => {
+        for (const c of started) c.onDenied?.(denial);
+      },
       ...(tls ? { credentials: tls.credentials } : {}),
       ...(registry ? { metrics: registry } : {}),
     });

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BootstrapServiceDefinition } from '../../gen/ts/ultracloud/bootstrap/v1/bootstrap_service.js';
+import { AccessServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/access_service.js';
 import { ClusterServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
 import type { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { MachineServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
@@ -25,10 +26,15 @@ import {
 } from '../../lib/pki/index.js';
 import { type DeployerConfig, DEPLOYER_CONFIG_SPEC } from './config.js';
 import { Deployer } from './deployer.js';
+import { MachineFeed, type MachineFeedOptions } from './machine-feed.js';
 import { MachineReader } from './machine-reader.js';
 import { registerDeployerMetrics } from './metrics.js';
 import { DEPLOYER_SCHEMA, deployerMigrations } from './migrations/index.js';
-import { installerAuthenticator } from './rpc/authenticators.js';
+import { DenialAudit } from './denial-audit.js';
+import { OperatorTokens } from './operator-tokens.js';
+import { accessService } from './rpc/access.js';
+import { denialAuditEntry } from './rpc/actor.js';
+import { installerAuthenticator, operatorTokenAuthenticator } from './rpc/authenticators.js';
 import { bootstrapService } from './rpc/bootstrap.js';
 import { clusterService } from './rpc/cluster.js';
 import { machineService } from './rpc/machines.js';
@@ -93,6 +99,8 @@ async function seedClusterState(deployer: Deployer, initial: InitialClusterState
 
 export interface DeployerComponentOptions {
   readonly initialClusterState?: InitialClusterState;
+  /** Tuning of the WatchMachines feed (tests use small queues and intervals). */
+  readonly machineFeed?: Omit<MachineFeedOptions, 'log' | 'notifications'>;
 }
 
 export function deployerComponent(flags: Readonly<Record<string, string | undefined>> = {}, options: DeployerComponentOptions = {}): Component {
@@ -112,25 +120,39 @@ export function deployerComponent(flags: Readonly<Record<string, string | undefi
       const deployer = new Deployer(db, ca, { secretsKey, ...config }, context.logger, observer);
       if (options.initialClusterState) await seedClusterState(deployer, options.initialClusterState, context.logger);
       const reader = new MachineReader(db);
+      const feed = new MachineFeed(db, { ...options.machineFeed, log: context.logger, ...(context.notifications ? { notifications: context.notifications } : {}) });
+      const fileTokens = config.operatorTokens?.tokens ?? [];
+      if (config.operatorTokens) context.logger.info({ event: 'operator_tokens.loaded', file: config.operatorTokens.path, tokens: fileTokens.length });
+      const tokens = new OperatorTokens(db, context.logger, fileTokens);
+      const denials = new DenialAudit(db, context.logger);
       let timer: NodeJS.Timeout | undefined;
       return {
         services: [
-          bindService(BootstrapServiceDefinition, bootstrapService(deployer)),
-          bindService(ClusterServiceDefinition, clusterService(deployer)),
-          bindService(MachineServiceDefinition, machineService(deployer, reader)),
+          bindService(BootstrapServiceDefinition, bootstrapService(deployer, feed)),
+          bindService(ClusterServiceDefinition, clusterService(deployer, feed)),
+          bindService(MachineServiceDefinition, machineService(deployer, reader, feed)),
+          bindService(AccessServiceDefinition, accessService(tokens)),
         ],
         policy: DEPLOYER_POLICY,
-        authenticators: [installerAuthenticator(db, joinToken)],
+        authenticators: [operatorTokenAuthenticator(tokens, fileTokens), installerAuthenticator(db, joinToken)],
+        onDenied: (denial) => denials.record(denialAuditEntry(denial, new Date())),
         clusterCa: ca,
         run: () => {
+          feed.start();
           const every = Math.min(Math.max(config.installTimeoutMs / 4, 1_000), 30_000);
           timer = setInterval(() => {
-            deployer.expireStalledInstalls().catch((err: unknown) => context.logger.error({ event: 'install_timeout.sweep_failed', err }));
+            deployer
+              .expireStalledInstalls()
+              .then((expired) => expired > 0 && feed.changed())
+              .catch((err: unknown) => context.logger.error({ event: 'install_timeout.sweep_failed', err }));
           }, every);
           timer.unref();
         },
         async stop() {
           if (timer) clearInterval(timer);
+          await feed.stop();
+          await denials.stop();
+          await tokens.drain();
         },
       };
     },

@@ -1,13 +1,12 @@
 // Turns the authenticated principal of a call into the actor recorded in the audit log.
-import { ActorKind } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
+import { ActorKind, AuditOutcome } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { PermissionDeniedError } from '../../../lib/errors.js';
-import type { InstallerCredential } from '../../../lib/grpc/auth.js';
+import type { AccessDenial, InstallerCredential, Principal } from '../../../lib/grpc/auth.js';
 import type { HandlerContext } from '../../../lib/grpc/server.js';
 import type { Actor } from '../deployer.js';
+import type { AuditEntry } from '../store/audit.js';
 
-export function actorOf(context: HandlerContext & { readonly peer: string }, rpc: string): Actor {
-  const p = context.principal;
-  const peer = context.peer;
+export function actorOfPrincipal(p: Principal, rpc: string, peer: string): Actor {
   switch (p.kind) {
     case 'operator':
       return { name: p.subject, kind: ActorKind.ACTOR_KIND_OPERATOR, rpc, peer };
@@ -18,6 +17,30 @@ export function actorOf(context: HandlerContext & { readonly peer: string }, rpc
     case 'anonymous':
       return { name: 'anonymous', kind: ActorKind.ACTOR_KIND_ANONYMOUS, rpc, peer };
   }
+}
+
+export function actorOf(context: HandlerContext & { readonly peer: string }, rpc: string): Actor {
+  return actorOfPrincipal(context.principal, rpc, context.peer);
+}
+
+/**
+ * The audit row of a denied call: who (anonymous when the credential itself was refused), which
+ * RPC, from where, and why, as the caller was told. Never the credential.
+ */
+export function denialAuditEntry(denial: AccessDenial, at: Date): AuditEntry {
+  const p: Principal = denial.principal ?? { kind: 'anonymous' };
+  const actor = actorOfPrincipal(p, denial.method, denial.peer);
+  return {
+    at,
+    actor: actor.name,
+    actorKind: actor.kind,
+    rpc: denial.method,
+    ...(p.kind === 'installer' && p.machineId ? { machineId: p.machineId } : {}),
+    ...(p.kind === 'agent' ? { nodeId: p.nodeId } : {}),
+    reason: `${denial.code}: ${denial.reason}`,
+    outcome: AuditOutcome.AUDIT_OUTCOME_DENIED,
+    peer: denial.peer,
+  };
 }
 
 /** The machine an installer credential was issued to. */

@@ -1,9 +1,12 @@
-// Who may call each deployer RPC. Deny by default: an RPC missing here is refused.
+// Who may call each deployer RPC. Deny by default: an RPC missing here is refused, and a test
+// (test/contract/access-policy.test.ts) fails when an RPC of a served service has no rule.
+// No deployer RPC admits agents: they talk to the host-controller and fleet-scheduler.
 import type { AccessPolicy } from '../../../lib/grpc/auth.js';
 
 const bootstrap = '/ultracloud.bootstrap.v1.BootstrapService';
 const cluster = '/ultracloud.deployer.v1.ClusterService';
 const machines = '/ultracloud.deployer.v1.MachineService';
+const access = '/ultracloud.deployer.v1.AccessService';
 
 const viewer = { operator: 'viewer' } as const;
 const operator = { operator: 'operator' } as const;
@@ -31,4 +34,7 @@ export const DEPLOYER_POLICY: AccessPolicy = {
   [`${machines}/MarkFailed`]: operator,
   [`${machines}/Retry`]: operator,
   [`${machines}/Delete`]: admin,
+  [`${access}/CreateToken`]: admin,
+  [`${access}/ListTokens`]: admin,
+  [`${access}/RevokeToken`]: admin,
 };
