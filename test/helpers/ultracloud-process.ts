@@ -88,3 +88,52 @@ export async function startUltracloud(command: string, options: StartOptions = {
     },
   };
 }
+
+/** The environment without any ULTRACLOUD_* setting of the developer running the tests. */
+export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ULTRACLOUD_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+export interface NodeRun {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** `node <args>` to completion (e.g. deployer-ctl, or a binary expected to refuse its settings). */
+export function runNode(args: readonly string[], options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<NodeRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`node ${args.join(' ')} still running after ${options.timeoutMs ?? 30_000} ms:\n${stdout}\n${stderr}`));
+    }, options.timeoutMs ?? 30_000);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The JSON log events among a process's output chunks. */
+export function logEvents(output: readonly string[]): { event?: string; [k: string]: unknown }[] {
+  return output.flatMap((chunk) =>
+    chunk
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as { event?: string }];
+        } catch {
+          return [];
+        }
+      }),
+  );
+}
