@@ -91,3 +91,32 @@ for (const [raw, expected] of durations) {
     else t.is(parseDurationMs(raw), expected);
   });
 }
+
+test('up serves TLS from the cluster CA by default, on any address; --insecure-loopback is plaintext on loopback only', (t) => {
+  const load = (env: NodeJS.ProcessEnv) => loadConfig(daemonConfigSpec(7000), { env });
+  t.deepEqual(checkTransport(load({}), { selfIssued: true }), { kind: 'cluster-ca', clientCaFile: undefined });
+  t.deepEqual(checkTransport(load({ ULTRACLOUD_LISTEN: '0.0.0.0:7000' }), { selfIssued: true }), { kind: 'cluster-ca', clientCaFile: undefined });
+  t.deepEqual(checkTransport(load({ ULTRACLOUD_INSECURE_LOOPBACK: 'true' }), { selfIssued: true }), { kind: 'plaintext' });
+  const err = t.throws(() => checkTransport(load({ ULTRACLOUD_INSECURE_LOOPBACK: '1', ULTRACLOUD_LISTEN: '10.0.0.5:7000' }), { selfIssued: true }), { instanceOf: ConfigError });
+  t.regex(err.message, /plaintext gRPC is only allowed on loopback, got 10\.0\.0\.5; drop ULTRACLOUD_INSECURE_LOOPBACK \(--insecure-loopback\)/);
+  // A separate daemon without certificate files stays plaintext, as before.
+  t.deepEqual(checkTransport(load({})), { kind: 'plaintext' });
+});
+
+test('certificate files win over the self-issued certificate, and do not mix with --insecure-loopback', (t) => {
+  const file = new URL(import.meta.url).pathname;
+  const config = loadConfig(daemonConfigSpec(7000), { env: { ULTRACLOUD_TLS_CERT: file, ULTRACLOUD_TLS_KEY: file, ULTRACLOUD_TLS_CA: file } });
+  t.deepEqual(checkTransport(config, { selfIssued: true }), { kind: 'tls-files', certFile: file, keyFile: file, clientCaFile: file });
+  const mixed = loadConfig(daemonConfigSpec(7000), { env: { ULTRACLOUD_TLS_CERT: file, ULTRACLOUD_TLS_KEY: file }, flags: { 'insecure-loopback': 'true' } });
+  const err = t.throws(() => checkTransport(mixed, { selfIssued: true }), { instanceOf: ConfigError });
+  t.regex(err.message, /ULTRACLOUD_INSECURE_LOOPBACK \(--insecure-loopback\): plaintext and ULTRACLOUD_TLS_CERT\/ULTRACLOUD_TLS_KEY exclude each other/);
+});
+
+test('metrics are off for daemons unless set, on by default where the command says so, and "off" turns them off', (t) => {
+  t.is(loadConfig(daemonConfigSpec(7001), { env: {} }).metricsListen, undefined);
+  const up = daemonConfigSpec(7000, { metricsListen: { host: '127.0.0.1', port: 9464 } });
+  t.deepEqual(loadConfig(up, { env: {} }).metricsListen, { host: '127.0.0.1', port: 9464 });
+  t.deepEqual(loadConfig(up, { env: { ULTRACLOUD_METRICS_LISTEN: '0.0.0.0:9100' } }).metricsListen, { host: '0.0.0.0', port: 9100 });
+  t.is(loadConfig(up, { flags: { 'metrics-listen': 'off' }, env: {} }).metricsListen, undefined);
+  t.throws(() => loadConfig(up, { env: { ULTRACLOUD_METRICS_LISTEN: '9464' } }), { message: /ULTRACLOUD_METRICS_LISTEN \(--metrics-listen\): expected host:port, got "9464"/ });
+});
