@@ -1,11 +1,12 @@
 // deployer-ctl: the operator CLI. It talks to the control plane over gRPC only.
-import { Command, CommanderError } from 'commander';
-import { ClientError, Status } from 'nice-grpc';
+import { Command, Option } from 'commander';
 import { type GlobalOptions, openConnection } from './connection.js';
-import { EXIT, UsageError } from './output.js';
+import { EXIT_CODES_HELP, reportError } from './output.js';
 import { applyCommand, type ApplyOptions } from './commands/apply.js';
 import { listMachinesCommand, showMachineCommand, type ListOptions } from './commands/machines.js';
 import { statusCommand } from './commands/status.js';
+import { addTransitionCommands } from './commands/transitions.js';
+import { eventsCommand, type EventsOptions } from './commands/events.js';
 
 const program = new Command('deployer-ctl')
   .description('Operate an UltraCloud cluster')
@@ -14,6 +15,8 @@ const program = new Command('deployer-ctl')
   .option('--ca <file>', 'CA bundle verifying the server over TLS (ULTRACLOUD_CA, default: ./.ultracloud/ca.pem when that server speaks TLS)')
   .option('--json', 'machine-readable output')
   .showHelpAfterError()
+  .addHelpText('after', `\n${EXIT_CODES_HELP}`)
+  .configureHelp({ showGlobalOptions: true })
   .exitOverride();
 
 async function withConnection(run: (connection: ReturnType<typeof openConnection>) => Promise<number>): Promise<void> {
@@ -63,26 +66,27 @@ machines
   .option('--class <name>', 'only machines of this node class')
   .option('--pool <name>', 'only machines of this pool')
   .option('-q, --query <text>', 'free text over hostname, node id, serial, MAC and machine id')
+  .addOption(new Option('--page-size <n>', 'machines per ListMachines call (default 500)').hideHelp())
   .action((opts: ListOptions) => withConnection((c) => listMachinesCommand(c, opts)));
 machines
   .command('show')
   .argument('<machine>', 'machine id, hostname or node id')
   .description('everything known about one machine, with its recent events')
   .action((name: string) => withConnection((c) => showMachineCommand(c, name)));
+addTransitionCommands(machines, withConnection);
+
+program
+  .command('events')
+  .description('the audit log: state changes and denied calls, oldest first (JSON: newest first)')
+  .option('--machine <name>', 'only this machine (machine id, hostname or node id)')
+  .option('--limit <n>', 'the latest n events (default 50)')
+  .option('--actor <name>', 'only events by this actor (token name, installer:<machine id>, system)')
+  .option('--since <when>', 'only events since a duration ago (30m, 2h, 7d) or an ISO time')
+  .option('--denied', 'only denied calls')
+  .action((opts: EventsOptions) => withConnection((c) => eventsCommand(c, opts)));
 
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
-  } else if (err instanceof UsageError) {
-    console.error(`deployer-ctl: ${err.message}`);
-    process.exitCode = EXIT.usage;
-  } else if (err instanceof ClientError) {
-    console.error(`deployer-ctl: ${Status[err.code]}: ${err.details}`);
-    process.exitCode = err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED ? EXIT.unavailable : EXIT.rejected;
-  } else {
-    console.error(`deployer-ctl: ${(err as Error).message}`);
-    process.exitCode = EXIT.rejected;
-  }
+  process.exitCode = reportError(err);
 }

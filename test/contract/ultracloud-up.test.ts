@@ -211,13 +211,13 @@ test.serial('deployer-ctl machines list and show present a discovered machine, w
   t.regex(show.stdout, /recent events:/);
 
   const missing = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, 'machines', 'show', 'no-such-host'], { cwd: workDir, env });
-  t.is(missing.code, 4);
+  t.is(missing.code, 3, 'not found');
   t.regex(missing.stderr, /no machine named no-such-host/);
   const usage = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, 'machines', 'list', '--state', 'bogus'], { cwd: workDir, env });
   t.is(usage.code, 2);
   t.regex(usage.stderr, /unknown state "bogus"/);
   const down = await runNode([DEPLOYER_CTL_BIN, '--server', '127.0.0.1:1', 'machines', 'list'], { cwd: workDir, env });
-  t.is(down.code, 3);
+  t.is(down.code, 5, 'unreachable');
 });
 
 test.serial('SIGTERM ends an open Health/Watch stream with UNAVAILABLE and exits 0', async (t) => {
