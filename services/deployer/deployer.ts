@@ -14,7 +14,7 @@ import {
 import type { ApplyClusterStateResponse, GetClusterStateResponse } from '../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
 import type { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import type { Machine } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
-import { AddressMode, PlanMode } from '../../gen/ts/ultracloud/installplan/v1/installplan.js';
+import { AddressMode, type InstallPlan, PlanMode } from '../../gen/ts/ultracloud/installplan/v1/installplan.js';
 import type { MachineInventory } from '../../gen/ts/ultracloud/inventory/v1/inventory.js';
 import {
   ActorKind,
@@ -52,6 +52,7 @@ import {
   type MachineRow,
   type MachineUpdate,
   markPlanFetched,
+  type NewMachine,
   lockIdentity,
   namesInUse,
   recordAllocation,
@@ -64,6 +65,10 @@ import {
   updateMachine,
 } from './store/machines.js';
 import type { DeployerDatabase } from './store/tables.js';
+import { findByIdentity, guardedWrite, insertNewMachine, type MachineHead, readMachineSnapshot, uniqueConflictOf } from './store/one-statement.js';
+import { NameBook, type NodeNames } from './name-book.js';
+import { type DeployerObserver, NO_OBSERVER } from './observer.js';
+import type { AuditEntry } from './store/audit.js';
 
 export interface DeployerSettings {
   /** Key sealing private keys at rest (32 bytes). */
@@ -121,19 +126,31 @@ function secondsText(ms: number): string {
   return `${Math.round(ms / 1000)}s`;
 }
 
+function secondsSince(start: Date | undefined, now: Date): number {
+  return start ? Math.max(0, now.getTime() - start.getTime()) / 1000 : 0;
+}
+
 /** Keeps the last `max` bytes of an installer log so one machine cannot bloat its row. */
 function tail(text: string, max = 64 * 1024): string {
   return text.length > max ? text.slice(text.length - max) : text;
 }
 
+/** No names taken: what the inspection step matches with (names are picked when enrolling). */
+const NO_NAMES = { nodeIds: new Set<string>(), hostnames: new Set<string>() };
+
+/** Attempts of a new machine's one-statement Discover whose name another replica took meanwhile. */
+const NEW_MACHINE_ATTEMPTS = 3;
+
 export class Deployer {
   private cachedCluster: AppliedClusterState | undefined;
+  private readonly names = new NameBook();
 
   constructor(
     private readonly db: Kysely<DeployerDatabase>,
     private readonly ca: ClusterCa,
     private readonly settings: DeployerSettings,
     private readonly log: Logger,
+    private readonly observer: DeployerObserver = NO_OBSERVER,
   ) {}
 
   // ---- transitions -----------------------------------------------------------------------------
@@ -346,6 +363,21 @@ export class Deployer {
     const session = issueToken('session');
     const now = new Date();
 
+    // A machine seen for the first time (the common case of a bootstrap) is created in one
+    // statement; a known machine, or a race with another Discover of the same hardware, takes
+    // the general path below.
+    const found = await findByIdentity(this.db, uuid, macs);
+    if (!found.row) {
+      const created = await this.createMachine(
+        { machineId: `m-${randomUUID()}`, systemUuid: uuid, serial, inventory, inventoryHash: hash, bootId: input.bootId, sessionSecretHash: session.hash, now },
+        macs,
+        found.clusterGeneration,
+        actor,
+        input.installerVersion,
+      );
+      if (created) return this.discoverResponse(created.row, session.token, created.deployed ? created.row.state === MachineState.MACHINE_STATE_INSTALL_PENDING : false);
+    }
+
     const discovered = await this.retryNameRace(() => this.db.transaction().execute(async (trx) => {
       // Concurrent Discovers of one machine (a retrying installer, several NICs racing) wait for
       // each other on the identity's locks and make exactly one row; different machines do not
@@ -409,20 +441,142 @@ export class Deployer {
     } else {
       planReady = false;
     }
+    return this.discoverResponse(row, session.token, planReady);
+  }
+
+  private discoverResponse(row: Pick<MachineRow, 'machineId' | 'state' | 'statusMessage' | 'lastError'>, sessionSecret: string, planReady: boolean): DiscoverResponse {
     return {
       machineId: row.machineId,
       state: row.state,
-      sessionSecret: session.token,
+      sessionSecret,
       planReady,
       retryAfter: planReady ? undefined : durationOf(this.settings.discoverRetryAfterMs),
       message: planReady ? 'plan ready' : row.statusMessage || row.lastError || `machine is ${stateName(row.state)}`,
     };
   }
 
+  /**
+   * A new machine's Discover in one statement: the same decisions as the general path (record,
+   * inspect, enrol, deploy; see inspect and enroll) taken in memory, then the machine, its MACs,
+   * assignment, plan and one audit event per step written together. Returns undefined, having
+   * written nothing, when the general path must decide instead: another Discover of the same
+   * hardware got in first, the plan needs an address from a pool (allocated under a lock), or
+   * names kept colliding with other replicas' enrolments.
+   */
+  private async createMachine(
+    machine: NewMachine,
+    macs: readonly string[],
+    clusterGeneration: bigint | undefined,
+    actor: Actor,
+    installerVersion: string,
+  ): Promise<{ row: MachineHead; deployed: boolean } | undefined> {
+    const cluster = await this.clusterState(this.db, { generation: clusterGeneration });
+    const { machineId, now, inventory } = machine;
+    const audit = (a: Omit<AuditEntry, 'at' | 'machineId' | 'outcome'>): Omit<AuditEntry, 'resourceVersion'> => ({ at: now, machineId, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...a });
+    const system = { actor: SYSTEM_ACTOR.name, actorKind: SYSTEM_ACTOR.kind, rpc: SYSTEM_ACTOR.rpc };
+    for (let attempt = 1; attempt <= NEW_MACHINE_ATTEMPTS; attempt++) {
+      const audits = [
+        audit({ actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, from: MachineState.MACHINE_STATE_UNSPECIFIED, to: MachineState.MACHINE_STATE_DISCOVERED, transition: MachineTransition.MACHINE_TRANSITION_DISCOVER, reason: `installer ${installerVersion || 'unknown'}`, ...(actor.peer ? { peer: actor.peer } : {}) }),
+      ];
+      let state: MachineState = MachineState.MACHINE_STATE_DISCOVERED;
+      const step = (transition: LifecycleTransition, reason: string, nodeId = '') => {
+        const to = planTransition(state, transition).to;
+        audits.push(audit({ ...system, nodeId, from: state, to, transition, reason }));
+        state = to;
+      };
+      let statusMessage = '';
+      let lastError = '';
+      let assignment: NodeAssignment | undefined;
+      let plan: InstallPlan | undefined;
+      let reserved: NodeNames | undefined;
+      let deployed = false;
+      const inspected = this.inspectNew(inventory, cluster);
+      if (inspected.inspect) step(MachineTransition.MACHINE_TRANSITION_INSPECT, 'facts validated');
+      statusMessage = inspected.status;
+      if (inspected.commission && cluster) {
+        let result: ReturnType<typeof matchEnrollment>;
+        try {
+          result = matchEnrollment(inventory, cluster.state, await this.names.taken(this.db));
+        } catch (err) {
+          if (!(err instanceof FailedPreconditionError)) throw err;
+          statusMessage = `enrollment: ${err.message}`;
+          result = undefined;
+        }
+        if (result && result.autoCommission && result.belowMinimum.length === 0) {
+          reserved = result.nameCandidates.find((names) => this.names.reserve(names));
+          if (!reserved) return undefined;
+          const rule = result.assignment.sourceName;
+          assignment = { ...result.assignment, ...reserved, assignedAt: now, clusterGeneration: cluster.generation };
+          step(MachineTransition.MACHINE_TRANSITION_COMMISSION, `enrollment ${rule}`, assignment.nodeId);
+          if (result.autoInstall) {
+            deployed = true;
+            if (allocatesFromPool(cluster.state, assignment)) {
+              this.names.settle(reserved, false);
+              return undefined;
+            }
+            try {
+              plan = renderInstallPlan({ machineId, inventory, assignment, cluster: cluster.state, generation: cluster.generation, mode: PlanMode.PLAN_MODE_INSTALL, allocated: new Map(), extraRescueKeys: [], now }).plan;
+              step(MachineTransition.MACHINE_TRANSITION_DEPLOY, `enrollment ${rule} auto-installs`, assignment.nodeId);
+            } catch (err) {
+              if (!(err instanceof FailedPreconditionError)) throw err;
+              step(MachineTransition.MACHINE_TRANSITION_PLAN_FAILED, err.message, assignment.nodeId);
+              lastError = err.message;
+              this.log.warn({ event: 'plan.failed', machine_id: machineId, reason: err.message });
+            }
+          }
+        }
+      }
+      try {
+        const row = await insertNewMachine(this.db, { machine, macs, final: { state, statusMessage, lastError }, audits, assignment, plan });
+        if (reserved) this.names.settle(reserved, true);
+        this.log.info({ event: 'machine.discovered', machine_id: machineId, node_id: assignment?.nodeId, state: stateName(state), transitions: audits.map((a) => MachineTransition[a.transition ?? 0]) });
+        return { row, deployed };
+      } catch (err) {
+        if (reserved) this.names.settle(reserved, false);
+        const conflict = uniqueConflictOf(err);
+        if (conflict === 'name') {
+          // Another replica (or an operator) took the name meanwhile: read the names again.
+          this.names.invalidate();
+          this.log.debug({ event: 'enrollment.name_race', attempt, machine_id: machineId });
+          continue;
+        }
+        if (conflict === 'identity') return undefined;
+        throw err;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * What inspect decides for a machine just discovered: whether its facts pass its class's
+   * minimum (DISCOVERED -> INSPECTED), the status shown while it waits, and whether an
+   * enrollment rule asks to commission it now.
+   */
+  private inspectNew(inventory: MachineInventory, cluster: AppliedClusterState | undefined): { inspect: boolean; status: string; commission: boolean } {
+    let result: ReturnType<typeof matchEnrollment> | undefined;
+    if (cluster) {
+      try {
+        result = matchEnrollment(inventory, cluster.state, NO_NAMES);
+      } catch (err) {
+        if (!(err instanceof FailedPreconditionError)) throw err;
+        return { inspect: false, status: `enrollment: ${err.message}`, commission: false };
+      }
+    }
+    if (result && result.belowMinimum.length > 0) {
+      const unmet = result.belowMinimum.map((u) => u.message).join('; ');
+      return { inspect: false, status: `below the minimum hardware of class ${result.assignment.nodeClass}: ${unmet}`, commission: false };
+    }
+    if (!result) return { inspect: true, status: cluster ? 'no enrollment rule matched; waiting for an operator to commission' : 'no cluster state applied yet', commission: false };
+    if (!result.autoCommission) return { inspect: true, status: `matched ${result.assignment.sourceName}; waiting for an operator to commission`, commission: false };
+    return { inspect: true, status: '', commission: true };
+  }
+
   async fetchPlan(machineId: string, sessionMachineId: string, actor: Actor): Promise<FetchPlanResponse> {
     if (!machineId) throw new InvalidArgumentError({ field: 'machine_id', description: 'required' });
     if (machineId !== sessionMachineId) throw new PermissionDeniedError('the session secret was issued to another machine');
     const now = new Date();
+    const fast = await this.fetchInstallPlan(machineId, actor, now);
+    if (fast) return fast;
     return this.db.transaction().execute(async (trx) => {
       const locked = await lockMachineWith(trx, machineId, true);
       if (!locked) throw new NotFoundError(`machine ${machineId} not found`);
@@ -480,6 +634,59 @@ export class Deployer {
     });
   }
 
+  /**
+   * FetchPlan of an install plan in one statement: read the machine, issue its credentials, then
+   * write credentials, plan fetch, the INSTALLING transition and its audit event guarded by the
+   * resource_version read. Undefined (nothing written) when the general path must answer: a
+   * rescue plan, no plan to hand out (it says why), or the machine changed meanwhile.
+   */
+  private async fetchInstallPlan(machineId: string, actor: Actor, now: Date): Promise<FetchPlanResponse | undefined> {
+    const snap = await readMachineSnapshot(this.db, machineId);
+    if (!snap || snap.row.state !== MachineState.MACHINE_STATE_INSTALL_PENDING || !snap.plan || snap.plan.fetchedAt !== null || !snap.assignment) return undefined;
+    const { row, assignment } = snap;
+    const token = issueToken('install', { ttlMs: this.settings.installTokenTtlMs, now });
+    const cluster = await this.clusterState(this.db, { generation: snap.clusterGeneration });
+    const creds = await issueNodeCredentials(this.ca, { nodeId: assignment.nodeId, hostname: assignment.hostname, domain: cluster?.state.cluster?.domain ?? '', now });
+    const transition = planTransition(row.state, MachineTransition.MACHINE_TRANSITION_START_INSTALL);
+    const started: InstallProgress = { phase: InstallPhase.INSTALL_PHASE_UNSPECIFIED, percent: 0, message: 'plan fetched', logTail: '', updatedAt: now, outcome: InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS, failureReason: '', startedAt: now };
+    const written = await guardedWrite(this.db, {
+      machineId,
+      resourceVersion: row.resourceVersion,
+      state: row.state,
+      now,
+      update: { state: transition.to, previousState: transition.previousState, statusMessage: '', installProgress: started, progress: true, installToken: { hash: token.hash, expiresAt: token.expiresAt as Date } },
+      audits: [{ at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, nodeId: assignment.nodeId, from: row.state, to: transition.to, transition: transition.transition, reason: 'plan fetched', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) }],
+      planFetched: true,
+      credentials: {
+        nodeId: assignment.nodeId,
+        sshPublicKey: creds.sshHostEd25519PublicKey,
+        sshPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.sshHostEd25519PrivateKey, `ssh:${machineId}`),
+        tlsCertificatePem: creds.tlsCertificatePem,
+        tlsPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.tlsPrivateKeyPem, `tls:${machineId}`),
+        tlsExpiresAt: creds.tlsCertificateExpiresAt,
+        issuedAt: now,
+      },
+    });
+    if (!written) return undefined;
+    this.log.info({ event: 'machine.transition', machine_id: machineId, node_id: assignment.nodeId, from: stateName(row.state), to: stateName(transition.to), transition: MachineTransition[transition.transition], actor: actor.name, reason: 'plan fetched' });
+    return {
+      assignment,
+      secrets: {
+        nodeId: assignment.nodeId,
+        sshHostEd25519PrivateKey: creds.sshHostEd25519PrivateKey,
+        sshHostEd25519PublicKey: creds.sshHostEd25519PublicKey,
+        tlsCertificatePem: creds.tlsCertificatePem,
+        tlsPrivateKeyPem: creds.tlsPrivateKeyPem,
+        caChainPem: creds.caChainPem,
+        installToken: token.token,
+        installTokenExpiresAt: token.expiresAt,
+        tlsCertificateExpiresAt: creds.tlsCertificateExpiresAt,
+        issuedAt: now,
+      },
+      plan: snap.plan.plan,
+    };
+  }
+
   async reportProgress(req: ReportInstallProgressRequest, tokenMachineId: string, actor: Actor): Promise<ReportInstallProgressResponse> {
     const violations: FieldViolation[] = [];
     if (!req.machineId) violations.push({ field: 'machine_id', description: 'required' });
@@ -499,8 +706,13 @@ export class Deployer {
       if (await recordInstallingProgress(this.db, req.machineId, progress, now)) {
         return { state: MachineState.MACHINE_STATE_INSTALLING, nextAction: InstallerAction.INSTALLER_ACTION_CONTINUE, retryAfter: again };
       }
+    } else if (req.outcome === InstallOutcome.INSTALL_OUTCOME_SUCCEEDED || req.outcome === InstallOutcome.INSTALL_OUTCOME_FAILED) {
+      // The end of an install: one statement guarded by the INSTALLING state (see finishInstall).
+      const finished = await this.finishInstall(req, actor, now);
+      if (finished) return finished;
     }
-    return this.db.transaction().execute(async (trx) => {
+    let ended: { ending: 'succeeded' | 'failed'; seconds: number } | undefined;
+    const answer = await this.db.transaction().execute(async (trx): Promise<ReportInstallProgressResponse> => {
       const locked = await lockMachineWith(trx, req.machineId, true);
       if (!locked) throw new NotFoundError(`machine ${req.machineId} not found`);
       const { row } = locked;
@@ -531,11 +743,13 @@ export class Deployer {
       switch (req.outcome) {
         case InstallOutcome.INSTALL_OUTCOME_SUCCEEDED: {
           const done = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_SUCCEEDED, actor, req.message || 'install succeeded', { installProgress: progress, progress: true, installToken: null }, now, nodeId);
+          ended = { ending: 'succeeded', seconds: secondsSince(progress.startedAt, now) };
           return { state: done.state, nextAction: InstallerAction.INSTALLER_ACTION_REBOOT, retryAfter: undefined };
         }
         case InstallOutcome.INSTALL_OUTCOME_FAILED: {
           const reason = req.message || 'installer reported failure';
           const failed = await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED, actor, reason, { installProgress: progress, progress: true, lastError: reason, installToken: null }, now, nodeId);
+          ended = { ending: 'failed', seconds: secondsSince(progress.startedAt, now) };
           return { state: failed.state, nextAction: InstallerAction.INSTALLER_ACTION_REDISCOVER, retryAfter: durationOf(this.settings.discoverRetryAfterMs) };
         }
         default:
@@ -543,6 +757,36 @@ export class Deployer {
           return { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_CONTINUE, retryAfter: again };
       }
     });
+    if (ended) this.observer.installFinished(ended.ending, ended.seconds);
+    return answer;
+  }
+
+  /**
+   * The final report of an install while the machine is INSTALLING, as one statement: the
+   * INSTALLED or FAILED transition, the progress (keeping its startedAt), the install token
+   * revoked and the audit event. Undefined (nothing written) when the machine is not INSTALLING:
+   * the general path answers.
+   */
+  private async finishInstall(req: ReportInstallProgressRequest, actor: Actor, now: Date): Promise<ReportInstallProgressResponse | undefined> {
+    const succeeded = req.outcome === InstallOutcome.INSTALL_OUTCOME_SUCCEEDED;
+    const from = MachineState.MACHINE_STATE_INSTALLING;
+    const transition = planTransition(from, succeeded ? MachineTransition.MACHINE_TRANSITION_INSTALL_SUCCEEDED : MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED);
+    const reason = succeeded ? req.message || 'install succeeded' : req.message || 'installer reported failure';
+    const progress: InstallProgress = { phase: req.phase, percent: req.percent, message: req.message, logTail: tail(req.logTail), updatedAt: now, outcome: req.outcome, failureReason: succeeded ? '' : req.message, startedAt: now };
+    const row = await guardedWrite(this.db, {
+      machineId: req.machineId,
+      state: from,
+      now,
+      keepStartedAt: true,
+      update: { state: transition.to, previousState: transition.previousState, statusMessage: '', installProgress: progress, progress: true, installToken: null, ...(succeeded ? {} : { lastError: reason }) },
+      audits: [{ at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId: req.machineId, nodeId: '', from, to: transition.to, transition: transition.transition, reason, outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) }],
+    });
+    if (!row) return undefined;
+    this.log.info({ event: 'machine.transition', machine_id: req.machineId, from: stateName(from), to: stateName(transition.to), transition: MachineTransition[transition.transition], actor: actor.name, reason });
+    this.observer.installFinished(succeeded ? 'succeeded' : 'failed', secondsSince(row.installProgress?.startedAt ?? now, now));
+    return succeeded
+      ? { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_REBOOT, retryAfter: undefined }
+      : { state: row.state, nextAction: InstallerAction.INSTALLER_ACTION_REDISCOVER, retryAfter: durationOf(this.settings.discoverRetryAfterMs) };
   }
 
   /** Fails installs that stopped reporting. Safe to run on every replica at once. */
@@ -563,6 +807,9 @@ export class Deployer {
         const reason = `no install progress reported for ${secondsText(this.settings.installTimeoutMs)}`;
         await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_INSTALL_TIMED_OUT, SYSTEM_ACTOR, reason, { lastError: reason, installToken: null }, now);
         expired++;
+        return secondsSince(row.installProgress?.startedAt ?? row.stateChangedAt, now);
+      }).then((seconds) => {
+        if (seconds !== undefined) this.observer.installFinished('timed_out', seconds);
       });
     }
     return expired;

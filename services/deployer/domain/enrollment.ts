@@ -363,9 +363,12 @@ function allocateNames(ruleName: string, rule: EnrollmentRule, facts: NameFacts,
   const lastIndex = usesIndex ? taken.nodeIds.size + taken.hostnames.size + wanted : 1;
   const found: { nodeId: string; hostname: string }[] = [];
   let conflict = '';
+  // Every placeholder but {index} renders the same for each index: render those once.
+  const nodeIdParts = renderNameTemplate(nodeIdTemplate, facts).split('{index}');
+  const hostnameParts = rule.hostnameTemplate ? renderNameTemplate(rule.hostnameTemplate, facts).split('{index}') : undefined;
   for (let index = 1; index <= lastIndex && found.length < wanted; index++) {
-    const nodeId = renderNameTemplate(nodeIdTemplate, facts, index);
-    const hostname = rule.hostnameTemplate ? renderNameTemplate(rule.hostnameTemplate, facts, index) : nodeId;
+    const nodeId = nodeIdParts.join(String(index));
+    const hostname = hostnameParts ? hostnameParts.join(String(index)) : nodeId;
     if (found.length > 0 && (!isRfc1123Label(nodeId) || !isRfc1123Label(hostname))) break; // a longer index outgrew the label
     requireValidName('enrollment rule', ruleName, 'node_id', nodeId);
     requireValidName('enrollment rule', ruleName, 'hostname', hostname);

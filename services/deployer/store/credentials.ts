@@ -1,6 +1,8 @@
 // The cluster CA and each node's issued credentials. Private keys are stored sealed; install
 // tokens and session secrets only as hashes.
+import { StatementCache } from '../../../lib/db/statement-cache.js';
 import type { DeployerDb } from './machines.js';
+import type { DeployerDatabase } from './tables.js';
 
 export interface StoredCa {
   readonly certificatePem: string;
@@ -62,12 +64,26 @@ export async function setInstallToken(db: DeployerDb, machineId: string, token: 
     .execute();
 }
 
+// Installers present these on every call: cached statements (see lib/db/statement-cache.ts).
+const statements = new StatementCache();
+
 export async function machineByInstallToken(db: DeployerDb, hash: string): Promise<{ machineId: string; expiresAt: Date | null } | undefined> {
-  const r = await db.selectFrom('machines').select(['machine_id', 'install_token_expires_at']).where('install_token_hash', '=', hash).executeTakeFirst();
-  return r ? { machineId: r.machine_id, expiresAt: r.install_token_expires_at } : undefined;
+  const r = await statements.execute<{ machine_id: string; install_token_expires_at: Date | null }, DeployerDatabase>(
+    db,
+    'machineByInstallToken',
+    (p) => db.selectFrom('machines').select(['machine_id', 'install_token_expires_at']).where('install_token_hash', '=', p('hash')),
+    { hash },
+  );
+  const row = r.rows[0];
+  return row ? { machineId: row.machine_id, expiresAt: row.install_token_expires_at } : undefined;
 }
 
 export async function machineBySessionSecret(db: DeployerDb, hash: string): Promise<string | undefined> {
-  const r = await db.selectFrom('machines').select('machine_id').where('session_secret_hash', '=', hash).executeTakeFirst();
-  return r?.machine_id;
+  const r = await statements.execute<{ machine_id: string }, DeployerDatabase>(
+    db,
+    'machineBySessionSecret',
+    (p) => db.selectFrom('machines').select('machine_id').where('session_secret_hash', '=', p('hash')),
+    { hash },
+  );
+  return r.rows[0]?.machine_id;
 }

@@ -7,6 +7,7 @@ import { MachineInventory } from '../../../gen/ts/ultracloud/inventory/v1/invent
 import { InstallProgress, MachineState } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import type { Machine, PlanSummary } from '../../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { parseStateName, stateName } from '../domain/lifecycle.js';
+import { StatementCache } from '../../../lib/db/statement-cache.js';
 import { type AuditEntry, auditValues } from './audit.js';
 import type { DeployerDatabase, InstallPlansTable, JsonDocument, MachinesTable } from './tables.js';
 
@@ -65,11 +66,11 @@ export async function lockMachine(trx: DeployerDb, machineId: string): Promise<M
 }
 
 /** The generation of the applied cluster state, read in the same statement as a machine. */
-function clusterGenerationColumn(db: DeployerDb) {
+export function clusterGenerationColumn(db: DeployerDb) {
   return db.selectFrom('cluster_state').select('generation').where('id', '=', 1);
 }
 
-function generationOf(value: bigint | string | null | undefined): bigint | undefined {
+export function generationOf(value: bigint | string | null | undefined): bigint | undefined {
   return value === null || value === undefined ? undefined : BigInt(value);
 }
 
@@ -223,13 +224,9 @@ export interface MachineUpdate {
   newAssignment?: NodeAssignment;
 }
 
-/**
- * Applies the update with a new resource_version in one statement; returns the new row. With
- * `audit`, the audit event (carrying that resource_version) is inserted by the same statement.
- */
-export async function updateMachine(trx: DeployerDb, current: MachineRow, update: MachineUpdate, now: Date, audit?: Omit<AuditEntry, 'resourceVersion'>): Promise<MachineRow> {
-  const stateChanged = update.state !== undefined && update.state !== current.state;
-  const changes = {
+/** The machines columns an update sets, with a new resource_version. */
+export function machineColumns(update: MachineUpdate, now: Date, stateChanged: boolean) {
+  return {
     resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
     updated_at: now,
     ...(update.state !== undefined ? { state: stateName(update.state) } : {}),
@@ -252,6 +249,14 @@ export async function updateMachine(trx: DeployerDb, current: MachineRow, update
     ...(update.progress ? { progress_at: now } : {}),
     ...(update.installToken !== undefined ? { install_token_hash: update.installToken?.hash ?? null, install_token_expires_at: update.installToken?.expiresAt ?? null } : {}),
   };
+}
+
+/**
+ * Applies the update with a new resource_version in one statement; returns the new row. With
+ * `audit`, the audit event (carrying that resource_version) is inserted by the same statement.
+ */
+export async function updateMachine(trx: DeployerDb, current: MachineRow, update: MachineUpdate, now: Date, audit?: Omit<AuditEntry, 'resourceVersion'>): Promise<MachineRow> {
+  const changes = machineColumns(update, now, update.state !== undefined && update.state !== current.state);
   if (!audit) {
     if (update.newAssignment) await insertAssignment(trx, current.machineId, update.newAssignment);
     const row = await trx.updateTable('machines').set(changes).where('machine_id', '=', current.machineId).returningAll().executeTakeFirstOrThrow();
@@ -279,19 +284,27 @@ export async function updateMachine(trx: DeployerDb, current: MachineRow, update
  */
 export async function recordInstallingProgress(db: DeployerDb, machineId: string, progress: InstallProgress, now: Date): Promise<boolean> {
   const doc = JSON.stringify(InstallProgress.toJSON(progress));
-  const r = await db
-    .updateTable('machines')
-    .set({
-      resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
-      updated_at: now,
-      progress_at: now,
-      install_progress: sql<JsonDocument>`jsonb_set(${doc}::jsonb, '{startedAt}', coalesce(install_progress -> 'startedAt', ${doc}::jsonb -> 'startedAt'))`,
-    })
-    .where('machine_id', '=', machineId)
-    .where('state', '=', stateName(MachineState.MACHINE_STATE_INSTALLING))
-    .executeTakeFirst();
-  return r.numUpdatedRows > 0n;
+  // Every report of every installer runs this: a cached statement (lib/db/statement-cache.ts).
+  const r = await statements.execute<never, DeployerDatabase>(
+    db,
+    'recordInstallingProgress',
+    (p) =>
+      db
+        .updateTable('machines')
+        .set({
+          resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
+          updated_at: p('now'),
+          progress_at: p('now'),
+          install_progress: sql<JsonDocument>`jsonb_set(${p('doc')}::jsonb, '{startedAt}', coalesce(install_progress -> 'startedAt', ${p('doc')}::jsonb -> 'startedAt'))`,
+        })
+        .where('machine_id', '=', p('machineId'))
+        .where('state', '=', stateName(MachineState.MACHINE_STATE_INSTALLING)),
+    { now, doc, machineId },
+  );
+  return (r.numAffectedRows ?? 0n) > 0n;
 }
+
+const statements = new StatementCache();
 
 /**
  * Serialises Discovers of one identity (its DMI UUID and each MAC) without serialising different
@@ -312,9 +325,9 @@ export async function deleteMachine(trx: DeployerDb, machineId: string): Promise
 
 type AssignmentColumns = Selectable<DeployerDatabase['assignments']>;
 /** An assignments row as `to_jsonb(a)` returns it (timestamps as text). */
-type AssignmentJson = Omit<AssignmentColumns, 'assigned_at' | 'cluster_generation'> & { assigned_at: Date | string; cluster_generation: bigint | string | number };
+export type AssignmentJson = Omit<AssignmentColumns, 'assigned_at' | 'cluster_generation'> & { assigned_at: Date | string; cluster_generation: bigint | string | number };
 
-function assignmentFromColumns(r: AssignmentJson): NodeAssignment {
+export function assignmentFromColumns(r: AssignmentJson): NodeAssignment {
   return {
     nodeId: r.node_id,
     hostname: r.hostname,
@@ -335,7 +348,7 @@ export async function getAssignment(db: DeployerDb, machineId: string): Promise<
   return r ? assignmentFromColumns(r) : undefined;
 }
 
-function assignmentValues(machineId: string, a: NodeAssignment) {
+export function assignmentValues(machineId: string, a: NodeAssignment) {
   return {
       machine_id: machineId,
       node_id: a.nodeId,
@@ -418,7 +431,7 @@ export interface PlanRow {
   readonly clusterGeneration: bigint;
 }
 
-function planFromColumns(r: Selectable<InstallPlansTable>): PlanRow {
+export function planFromColumns(r: Selectable<InstallPlansTable>): PlanRow {
   return { plan: InstallPlan.fromJSON(r.plan), createdAt: r.created_at, fetchedAt: r.fetched_at, clusterGeneration: BigInt(r.cluster_generation) };
 }
 
