@@ -5,6 +5,7 @@ import { EXIT_CODES_HELP, reportError } from './output.js';
 import { applyCommand, type ApplyOptions } from './commands/apply.js';
 import { listMachinesCommand, showMachineCommand, type ListOptions } from './commands/machines.js';
 import { statusCommand } from './commands/status.js';
+import { registerTokensCommands } from './commands/tokens.js';
 import { addTransitionCommands } from './commands/transitions.js';
 import { eventsCommand, type EventsOptions } from './commands/events.js';
 
@@ -84,6 +85,8 @@ program
   .option('--since <when>', 'only events since a duration ago (30m, 2h, 7d) or an ISO time')
   .option('--denied', 'only denied calls')
   .action((opts: EventsOptions) => withConnection((c) => eventsCommand(c, opts)));
+
+registerTokensCommands(program, withConnection);
 
 try {
   await program.parseAsync(process.argv);

@@ -33,7 +33,7 @@ export interface DeployerServer {
   readonly joinToken: string;
   /** The cluster CA certificate the deployer wrote to `<state dir>/ca.pem`. */
   readonly caPem: string;
-  /** One plaintext channel to the server, shared by every client below. */
+  /** One channel to the server (TLS when started with `tls`), shared by every client below. */
   readonly channel: Channel;
   /** ClusterService as admin. */
   readonly cluster: ServiceClient<typeof ClusterServiceDefinition>;
@@ -55,6 +55,13 @@ export interface StartDeployerOptions {
   readonly flags?: Readonly<Record<string, string>>;
   /** Serve Prometheus metrics on a free loopback port. */
   readonly metrics?: boolean;
+  /**
+   * Serve TLS as `ultracloud up` does: a server certificate from the cluster CA, client
+   * certificates asked for and verified against it. The clients below verify the server with ca.pem.
+   */
+  readonly tls?: boolean;
+  /** Where the server's log lines go (pino JSON, level debug); default: nowhere. */
+  readonly logDestination?: NodeJS.WritableStream;
 }
 
 // initdb is most of the cost of starting on-disk PGlite (seconds of CPU on the one JS thread,
@@ -92,9 +99,10 @@ export async function startDeployerServer(target: DatabaseTargetName, options: S
     const serving = await serveComponents({
       components: [deployerComponent({ ...options.flags })],
       config,
-      logger: createLogger({ level: config.logLevel }),
+      logger: options.logDestination ? createLogger({ level: 'debug', destination: options.logDestination }) : createLogger({ level: config.logLevel }),
+      ...(options.tls ? { transport: { kind: 'cluster-ca' as const, clientCaFile: undefined } } : {}),
     });
-    const channel = openChannel(serving.server.address);
+    const channel = openChannel(serving.server.address, options.tls ? { tls: { caFile: join(stateDir, CA_BUNDLE_FILE) } } : {});
     const adminToken = readFileSync(serving.adminTokenPath, 'utf8').trim();
     const client = <S extends CompatServiceDefinition>(definition: S, token?: string): ServiceClient<S> =>
       createServiceClient(definition, channel, { defaultDeadlineMs: CALL_DEADLINE_MS, ...(token ? { token } : {}) });

@@ -1,0 +1,129 @@
+// The bootstrap's one-statement path (services/deployer/store/one-statement.ts): a new machine on
+// a DHCP network is discovered, inspected, commissioned and deployed by one write; FetchPlan and
+// the final report are one guarded write each. These tests drive it over real gRPC on both
+// databases and check what the locking path guaranteed before: one machine per identity under
+// concurrency, distinct names (also across two replicas of one PostgreSQL database), one audit
+// event per step, and every row an install needs.
+import { readFileSync } from 'node:fs';
+import test, { type ExecutionContext } from 'ava';
+import { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
+import type { MachineServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
+import { AddressMode } from '../../gen/ts/ultracloud/installplan/v1/installplan.js';
+import { MachineState, MachineTransition } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
+import type { ServiceClient } from '../../lib/grpc/client.js';
+import { databaseTargets, unavailableTargetTest } from '../helpers/databases.js';
+import { type DeployerServer, forEachDeployerTarget } from '../helpers/deployer-server.js';
+import { createDeployerStore, startReplica } from '../helpers/deployer-replicas.js';
+import { type InstallerConnection, machineInventory, optiplexFacts, SimulatedInstaller } from '../helpers/simulated-installer.js';
+
+const S = MachineState;
+const T = MachineTransition;
+
+/** lab6 with DHCP on its networks: no address pool, so new machines take the one-statement path. */
+function lab6Dhcp(): ClusterState {
+  const state = ClusterState.fromJSON(JSON.parse(readFileSync(new URL('../fixtures/cluster-state/lab6.json', import.meta.url), 'utf8')));
+  for (const network of Object.values(state.networks)) network.addressMode = AddressMode.ADDRESS_MODE_DHCP;
+  return state;
+}
+
+function installer(connection: InstallerConnection): SimulatedInstaller {
+  return new SimulatedInstaller(connection, machineInventory(optiplexFacts()));
+}
+
+type Machines = ServiceClient<typeof MachineServiceDefinition>;
+
+async function auditOf(machines: Machines, machineId: string) {
+  const { events } = await machines.listAuditEvents({ machineId, pageSize: 100 });
+  return [...events].reverse();
+}
+
+async function startDhcpLab(start: () => Promise<DeployerServer>): Promise<DeployerServer> {
+  const server = await start();
+  await server.cluster.applyClusterState({ state: lab6Dhcp(), dryRun: false, expectedGeneration: 0n });
+  return server;
+}
+
+function distinct(t: ExecutionContext, values: readonly string[], count: number): void {
+  t.is(new Set(values).size, count, values.join(', '));
+}
+
+forEachDeployerTarget('bootstrap one-statement path', (target) => {
+  const title = (what: string) => `${what} [${target.name}]`;
+
+  test(title('12 new machines discovered at once are enrolled with distinct names by one write each, then installed'), async (t) => {
+    const server = await startDhcpLab(() => target.start());
+    t.teardown(() => server.stop());
+    const fleet = Array.from({ length: 12 }, () => installer(server));
+    const discovered = await Promise.all(fleet.map((m) => m.discover()));
+    t.true(discovered.every((d) => d.state === S.MACHINE_STATE_INSTALL_PENDING && d.planReady), JSON.stringify(discovered.map((d) => d.message)));
+
+    // One write: the four steps' events share the resource_version the machine was created with.
+    const first = fleet[0] as SimulatedInstaller;
+    const created = (await server.machines.getMachine({ key: { $case: 'machineId', value: first.machineId } })).machine;
+    const steps = await auditOf(server.machines, first.machineId);
+    t.deepEqual(steps.map((e) => e.transition), [T.MACHINE_TRANSITION_DISCOVER, T.MACHINE_TRANSITION_INSPECT, T.MACHINE_TRANSITION_COMMISSION, T.MACHINE_TRANSITION_DEPLOY]);
+    t.deepEqual(steps.map((e) => e.toState), [S.MACHINE_STATE_DISCOVERED, S.MACHINE_STATE_INSPECTED, S.MACHINE_STATE_COMMISSIONED, S.MACHINE_STATE_INSTALL_PENDING]);
+    t.true(steps.every((e) => e.resourceVersion === created?.resourceVersion), JSON.stringify(steps.map((e) => String(e.resourceVersion))));
+    t.is(created?.plan?.rootDiskByIdPath, '/dev/disk/by-id/nvme-eui.002538b221b3c4d5');
+
+    const plans = await Promise.all(fleet.map((m) => m.fetchPlan()));
+    const nodeIds = plans.map((p) => p.assignment?.nodeId ?? '');
+    t.true(nodeIds.every((id) => /^worker-\d+$/.test(id)), nodeIds.join(', '));
+    distinct(t, nodeIds, 12);
+    distinct(t, plans.map((p) => p.assignment?.hostname ?? ''), 12);
+    t.true(plans.every((p) => p.secrets?.installToken.startsWith('ucinst_') && p.secrets.tlsCertificatePem.includes('BEGIN CERTIFICATE')));
+
+    const finals = await Promise.all(fleet.map(async (m) => (await m.install()).at(-1)?.state));
+    t.true(finals.every((s) => s === S.MACHINE_STATE_INSTALLED), JSON.stringify(finals));
+    const trail = await auditOf(server.machines, first.machineId);
+    const tail = trail.slice(4);
+    t.deepEqual(tail.map((e) => e.transition), [T.MACHINE_TRANSITION_START_INSTALL, T.MACHINE_TRANSITION_INSTALL_SUCCEEDED]);
+    // The final report's event names the node although the installer only sent its machine id.
+    t.true(tail.every((e) => e.nodeId === plans[0]?.assignment?.nodeId), JSON.stringify(tail.map((e) => e.nodeId)));
+
+    // A second FetchPlan is refused (the guarded write does not hand the plan out twice).
+    await t.throwsAsync(first.fetchPlan());
+  });
+
+  test(title('20 concurrent Discovers of one new machine make one machine, one assignment and one name'), async (t) => {
+    const server = await startDhcpLab(() => target.start());
+    t.teardown(() => server.stop());
+    const inventory = machineInventory(optiplexFacts());
+    const copies = Array.from({ length: 20 }, () => new SimulatedInstaller(server, inventory));
+    const answers = await Promise.all(copies.map((c) => c.discover()));
+    t.is(new Set(answers.map((a) => a.machineId)).size, 1);
+    const { machines } = await server.machines.listMachines({ pageSize: 100 });
+    t.is(machines.length, 1);
+    t.is(machines[0]?.assignment?.nodeId, 'worker-1');
+    // The next machine gets the next name: the racing Discovers left no name claimed.
+    const next = installer(server);
+    await next.discover();
+    t.is((await next.fetchPlan()).assignment?.nodeId, 'worker-2');
+  });
+});
+
+// Two replicas on one PostgreSQL database hand out names from their own books; the unique
+// indexes make the loser of each collision pick again.
+const postgres = databaseTargets().find((d) => d.name === 'postgres');
+if (postgres && !postgres.available) {
+  unavailableTargetTest('two replicas enrolling at once give every machine its own name [postgres]', postgres);
+} else if (postgres) {
+  test('two replicas enrolling at once give every machine its own name [postgres]', async (t) => {
+    const store = await createDeployerStore('postgres');
+    const a = await startReplica(store);
+    const b = await startReplica(store);
+    t.teardown(async () => {
+      await a.stop();
+      await b.stop();
+      await store.remove();
+    });
+    await a.cluster.applyClusterState({ state: lab6Dhcp(), dryRun: false, expectedGeneration: 0n });
+    const fleet = [...Array.from({ length: 10 }, () => installer(a)), ...Array.from({ length: 10 }, () => installer(b))];
+    const discovered = await Promise.all(fleet.map((m) => m.discover()));
+    t.true(discovered.every((d) => d.state === S.MACHINE_STATE_INSTALL_PENDING), JSON.stringify(discovered.map((d) => d.message)));
+    const { machines } = await a.machines.listMachines({ pageSize: 100 });
+    t.is(machines.length, 20);
+    distinct(t, machines.map((m) => m.assignment?.nodeId ?? ''), 20);
+    distinct(t, machines.map((m) => m.assignment?.hostname ?? ''), 20);
+  });
+}
