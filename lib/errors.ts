@@ -20,6 +20,7 @@ export type DomainErrorKind =
   | 'unauthenticated'
   | 'permission-denied'
   | 'resource-exhausted'
+  | 'out-of-range'
   | 'unavailable';
 
 /** Bad input. Lists every violation, one per line, so a caller can fix them all at once. */
@@ -90,6 +91,15 @@ export class ResourceExhaustedError extends DomainError {
   constructor(message: string) {
     super(message);
     this.name = 'ResourceExhaustedError';
+  }
+}
+
+/** A position the caller gave (e.g. a resource_version to resume from) is outside what is kept. */
+export class OutOfRangeError extends DomainError {
+  readonly kind = 'out-of-range';
+  constructor(message: string) {
+    super(message);
+    this.name = 'OutOfRangeError';
   }
 }
 

@@ -6,6 +6,7 @@ import { applyCommand, type ApplyOptions } from './commands/apply.js';
 import { listMachinesCommand, showMachineCommand, type ListOptions } from './commands/machines.js';
 import { statusCommand } from './commands/status.js';
 import { registerTokensCommands } from './commands/tokens.js';
+import { watchMachinesCommand, type WatchOptions } from './commands/watch.js';
 import { addTransitionCommands } from './commands/transitions.js';
 import { eventsCommand, type EventsOptions } from './commands/events.js';
 
@@ -74,6 +75,16 @@ machines
   .argument('<machine>', 'machine id, hostname or node id')
   .description('everything known about one machine, with its recent events')
   .action((name: string) => withConnection((c) => showMachineCommand(c, name)));
+machines
+  .command('watch')
+  .description('one line per machine change as it happens; reconnects and resumes when the server goes away')
+  .option('--state <state>', 'only machines in this state (repeatable, or comma-separated)', collect)
+  .option('-l, --label <key=value>', 'only machines with this label (repeatable)', collect)
+  .option('--class <name>', 'only machines of this node class')
+  .option('--pool <name>', 'only machines of this pool')
+  .option('-q, --query <text>', 'free text over hostname, node id, serial, MAC and machine id')
+  .option('--since <resource-version>', 'the changes after this resource_version instead of the current machines first')
+  .action((opts: WatchOptions) => withConnection((c) => watchMachinesCommand(c, opts)));
 addTransitionCommands(machines, withConnection);
 
 program

@@ -12,6 +12,7 @@ const STATUS_BY_KIND: Record<DomainErrorKind, Status> = {
   unauthenticated: Status.UNAUTHENTICATED,
   'permission-denied': Status.PERMISSION_DENIED,
   'resource-exhausted': Status.RESOURCE_EXHAUSTED,
+  'out-of-range': Status.OUT_OF_RANGE,
   unavailable: Status.UNAVAILABLE,
 };
 

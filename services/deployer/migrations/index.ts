@@ -159,4 +159,60 @@ export const deployerMigrations: readonly NamedServiceMigration[] = [
       await sql`CREATE UNIQUE INDEX operator_tokens_live_name ON operator_tokens (name) WHERE revoked_at IS NULL`.execute(db);
     },
   },
+  {
+    name: '0004_machine_watch',
+    async up(db) {
+      // WatchMachines reads changes from the tables themselves. Two triggers give it what the
+      // rows alone do not say, whichever code path writes a machine: the resource_version a
+      // machine was created with (a watcher resuming from an older version is told ADDED), and
+      // a deleted machine's last version, with a resource_version of its own (watchers get
+      // DELETED after the row is gone).
+      await sql`ALTER TABLE machines ADD COLUMN created_resource_version bigint`.execute(db);
+      // Machines discovered before this migration: their first audit event carries it.
+      await sql`UPDATE machines m SET created_resource_version = (SELECT min(a.resource_version) FROM audit_events a WHERE a.machine_id = m.machine_id)`.execute(db);
+      await sql`
+        CREATE FUNCTION machines_record_creation() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        BEGIN
+          NEW.created_resource_version := NEW.resource_version;
+          RETURN NEW;
+        END $$`.execute(db);
+      await sql`CREATE TRIGGER machines_record_creation BEFORE INSERT ON machines FOR EACH ROW EXECUTE FUNCTION machines_record_creation()`.execute(db);
+
+      // The machine row (without its secret hashes), its assignment and plan as they were when it
+      // was deleted. Rows older than the retention are pruned; machine_watch_horizon says up to
+      // which resource_version, so a watch resuming from before it is refused (OUT_OF_RANGE).
+      await db.schema
+        .createTable('machine_deletions')
+        .addColumn('resource_version', 'bigint', (c) => c.primaryKey())
+        .addColumn('machine_id', 'text', (c) => c.notNull())
+        .addColumn('deleted_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('machine', 'jsonb', (c) => c.notNull())
+        .addColumn('assignment', 'jsonb')
+        .addColumn('plan', 'jsonb')
+        .execute();
+      await db.schema.createIndex('machine_deletions_deleted_at').on('machine_deletions').column('deleted_at').execute();
+      await sql`
+        CREATE FUNCTION machines_record_deletion() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+        BEGIN
+          INSERT INTO machine_deletions (resource_version, machine_id, deleted_at, machine, assignment, plan)
+          VALUES (
+            nextval('resource_version_seq'),
+            OLD.machine_id,
+            now(),
+            to_jsonb(OLD) - 'session_secret_hash' - 'install_token_hash' - 'install_token_expires_at',
+            (SELECT to_jsonb(a) FROM assignments a WHERE a.machine_id = OLD.machine_id),
+            (SELECT to_jsonb(p) FROM install_plans p WHERE p.machine_id = OLD.machine_id)
+          );
+          RETURN OLD;
+        END $$`.execute(db);
+      // BEFORE: the assignment and plan rows, removed by the cascade, are still there.
+      await sql`CREATE TRIGGER machines_record_deletion BEFORE DELETE ON machines FOR EACH ROW EXECUTE FUNCTION machines_record_deletion()`.execute(db);
+      await db.schema
+        .createTable('machine_watch_horizon')
+        .addColumn('id', 'integer', (c) => c.primaryKey().check(sql`id = 1`))
+        .addColumn('pruned_through', 'bigint', (c) => c.notNull())
+        .execute();
+      await sql`INSERT INTO machine_watch_horizon (id, pruned_through) VALUES (1, 0)`.execute(db);
+    },
+  },
 ];

@@ -3,21 +3,29 @@ import type { ServiceImplementation } from 'nice-grpc';
 import type { BootstrapServiceDefinition } from '../../../gen/ts/ultracloud/bootstrap/v1/bootstrap_service.js';
 import type { HandlerContext } from '../../../lib/grpc/server.js';
 import type { Deployer } from '../deployer.js';
+import type { MachineChangeSignal } from '../machine-feed.js';
 import { actorOf, installerMachine } from './actor.js';
 
-export function bootstrapService(deployer: Deployer): ServiceImplementation<typeof BootstrapServiceDefinition, HandlerContext> {
+/** Every call records something on the machine (at least when it was last seen): `changes` is told. */
+export function bootstrapService(deployer: Deployer, changes: MachineChangeSignal): ServiceImplementation<typeof BootstrapServiceDefinition, HandlerContext> {
   return {
     async discover(req, context) {
-      return deployer.discover(req, actorOf(context, 'Discover'));
+      const response = await deployer.discover(req, actorOf(context, 'Discover'));
+      changes.changed();
+      return response;
     },
     async fetchPlan(req, context) {
       const machineId = installerMachine(context, 'session-secret');
       context.log.debug({ event: 'plan.fetch', machine_id: machineId });
-      return deployer.fetchPlan(req.machineId, machineId, actorOf(context, 'FetchPlan'));
+      const response = await deployer.fetchPlan(req.machineId, machineId, actorOf(context, 'FetchPlan'));
+      changes.changed();
+      return response;
     },
     async reportInstallProgress(req, context) {
       const machineId = installerMachine(context, 'install-token');
-      return deployer.reportProgress(req, machineId, actorOf(context, 'ReportInstallProgress'));
+      const response = await deployer.reportProgress(req, machineId, actorOf(context, 'ReportInstallProgress'));
+      changes.changed();
+      return response;
     },
   };
 }

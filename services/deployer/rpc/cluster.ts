@@ -3,12 +3,16 @@ import type { ServiceImplementation } from 'nice-grpc';
 import type { ClusterServiceDefinition } from '../../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
 import type { HandlerContext } from '../../../lib/grpc/server.js';
 import type { Deployer } from '../deployer.js';
+import type { MachineChangeSignal } from '../machine-feed.js';
 import { actorOf } from './actor.js';
 
-export function clusterService(deployer: Deployer): ServiceImplementation<typeof ClusterServiceDefinition, HandlerContext> {
+/** An applied cluster state can change what machines say about themselves: `changes` is told. */
+export function clusterService(deployer: Deployer, changes: MachineChangeSignal): ServiceImplementation<typeof ClusterServiceDefinition, HandlerContext> {
   return {
     async applyClusterState(req, context) {
-      return deployer.applyClusterState(req, actorOf(context, 'ApplyClusterState'));
+      const response = await deployer.applyClusterState(req, actorOf(context, 'ApplyClusterState'));
+      if (response.applied) changes.changed();
+      return response;
     },
     async getClusterState() {
       return deployer.getClusterState();

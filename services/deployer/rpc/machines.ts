@@ -1,10 +1,11 @@
 // MachineService handlers: inventory views and one RPC per operator transition.
-import { ServerError, Status, type ServiceImplementation } from 'nice-grpc';
+import type { ServiceImplementation } from 'nice-grpc';
 import type { MachineServiceDefinition } from '../../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { MachineTransition as T } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { InvalidArgumentError, NotFoundError } from '../../../lib/errors.js';
 import type { HandlerContext } from '../../../lib/grpc/server.js';
 import type { Deployer } from '../deployer.js';
+import type { MachineFeed } from '../machine-feed.js';
 import type { MachineReader } from '../machine-reader.js';
 import { actorOf } from './actor.js';
 
@@ -14,15 +15,21 @@ export function pageSize(requested: number): number {
   return requested === 0 ? 100 : Math.min(requested, MAX_PAGE);
 }
 
-export function machineService(deployer: Deployer, reader: MachineReader): ServiceImplementation<typeof MachineServiceDefinition, HandlerContext> {
+/** `feed` serves WatchMachines and is told of every committed transition. */
+export function machineService(deployer: Deployer, reader: MachineReader, feed: MachineFeed): ServiceImplementation<typeof MachineServiceDefinition, HandlerContext> {
+  const operatorTransition = async (...args: Parameters<Deployer['operatorTransition']>) => {
+    const machine = await deployer.operatorTransition(...args);
+    feed.changed();
+    return { machine };
+  };
   const transition = (t: Parameters<Deployer['operatorTransition']>[1], rpc: string) =>
-    async (req: { machineId: string; reason: string; expectedResourceVersion: bigint }, context: HandlerContext & { peer: string }) => {
-      const machine = await deployer.operatorTransition(req, t, actorOf(context, rpc));
-      return { machine };
-    };
+    async (req: { machineId: string; reason: string; expectedResourceVersion: bigint }, context: HandlerContext & { peer: string }) =>
+      operatorTransition(req, t, actorOf(context, rpc));
   return {
     async listMachines(req) {
-      return reader.list(req, pageSize(req.pageSize));
+      // Taken before the listing is read: a watch from it misses nothing the listing lacks.
+      const resourceVersion = await feed.safeResourceVersion();
+      return { ...(await reader.list(req, pageSize(req.pageSize))), resourceVersion };
     },
     async getMachine(req) {
       if (!req.key) throw new InvalidArgumentError({ field: 'key', description: 'give machine_id, node_id or hostname' });
@@ -30,14 +37,14 @@ export function machineService(deployer: Deployer, reader: MachineReader): Servi
       if (!found) throw new NotFoundError(`machine ${req.key.value} not found`);
       return found;
     },
-    async *watchMachines() {
-      throw new ServerError(Status.UNIMPLEMENTED, 'WatchMachines is not available in this version; poll ListMachines');
+    async *watchMachines(req, context) {
+      yield* feed.watch(req, context.signal);
     },
     async listAuditEvents(req) {
       return reader.audit(req, pageSize(req.pageSize));
     },
     async commission(req, context) {
-      const machine = await deployer.operatorTransition(req, T.MACHINE_TRANSITION_COMMISSION, actorOf(context, 'Commission'), {
+      return operatorTransition(req, T.MACHINE_TRANSITION_COMMISSION, actorOf(context, 'Commission'), {
         commission: {
           nodeClass: req.nodeClass,
           pool: req.pool,
@@ -48,14 +55,12 @@ export function machineService(deployer: Deployer, reader: MachineReader): Servi
           failureDomain: req.failureDomain,
         },
       });
-      return { machine };
     },
     release: transition(T.MACHINE_TRANSITION_RELEASE, 'Release'),
     deploy: transition(T.MACHINE_TRANSITION_DEPLOY, 'Deploy'),
     reinstall: transition(T.MACHINE_TRANSITION_REINSTALL, 'Reinstall'),
     async rescue(req, context) {
-      const machine = await deployer.operatorTransition(req, T.MACHINE_TRANSITION_RESCUE, actorOf(context, 'Rescue'), { rescueKeys: req.sshAuthorizedKeys });
-      return { machine };
+      return operatorTransition(req, T.MACHINE_TRANSITION_RESCUE, actorOf(context, 'Rescue'), { rescueKeys: req.sshAuthorizedKeys });
     },
     exitRescue: transition(T.MACHINE_TRANSITION_EXIT_RESCUE, 'ExitRescue'),
     drain: transition(T.MACHINE_TRANSITION_DRAIN, 'Drain'),
@@ -64,8 +69,7 @@ export function machineService(deployer: Deployer, reader: MachineReader): Servi
     markFailed: transition(T.MACHINE_TRANSITION_MARK_FAILED, 'MarkFailed'),
     retry: transition(T.MACHINE_TRANSITION_RETRY, 'Retry'),
     async delete(req, context) {
-      const machine = await deployer.operatorTransition(req, T.MACHINE_TRANSITION_DELETE, actorOf(context, 'Delete'));
-      return { machine };
+      return operatorTransition(req, T.MACHINE_TRANSITION_DELETE, actorOf(context, 'Delete'));
     },
   };
 }

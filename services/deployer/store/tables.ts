@@ -122,6 +122,26 @@ export interface OperatorTokensTable {
   last_used_at: Date | null;
 }
 
+/** A deleted machine's last version, kept for watchers (written by a trigger on machines). */
+export interface MachineDeletionsTable {
+  /** The deletion's own resource_version, from the cluster-wide sequence. */
+  resource_version: bigint;
+  machine_id: string;
+  deleted_at: Date;
+  /** The machines row as `to_jsonb`, without its secret hashes. */
+  machine: ColumnType<JsonDocument, never, never>;
+  /** The assignments row as `to_jsonb`, if it had one. */
+  assignment: ColumnType<JsonDocument | null, never, never>;
+  /** The install_plans row as `to_jsonb`, if it had one. */
+  plan: ColumnType<JsonDocument | null, never, never>;
+}
+
+/** Deletions up to `pruned_through` are no longer kept: watches from before it are refused. */
+export interface MachineWatchHorizonTable {
+  id: number;
+  pruned_through: bigint;
+}
+
 export interface DeployerDatabase {
   machines: MachinesTable;
   machine_macs: MachineMacsTable;
@@ -132,5 +152,7 @@ export interface DeployerDatabase {
   cluster_state: ClusterStateTable;
   certificate_authority: CertificateAuthorityTable;
   audit_events: AuditEventsTable;
+  machine_deletions: MachineDeletionsTable;
+  machine_watch_horizon: MachineWatchHorizonTable;
   operator_tokens: OperatorTokensTable;
 }

@@ -287,9 +287,9 @@ export interface WatchMachinesResponse {
     | Machine
     | undefined;
   /**
-   * Resource version of this event; resume from it after a disconnect. Snapshot events carry
-   * the snapshot's resource_version (the one of the BOOKMARK that ends it), which can be older
-   * than the machine's own; a DELETED event carries the deletion's.
+   * Resource version of this event; resume from it after a disconnect. Snapshot events carry 0:
+   * a watch interrupted before the BOOKMARK that ends its snapshot resumes with a new snapshot.
+   * A DELETED event carries the deletion's own resource_version.
    */
   resourceVersion: bigint;
 }
