@@ -8,6 +8,8 @@ interface Benchmark {
   readonly summary: string;
   /** Option names (without dashes) this benchmark accepts, each taking a positive integer. */
   readonly options: readonly string[];
+  /** Flags (without dashes) it accepts, taking no value; present means 1. */
+  readonly flags?: readonly string[];
   run(options: Readonly<Record<string, number>>): Promise<void>;
 }
 
@@ -15,10 +17,12 @@ const BENCHMARKS: Record<string, Benchmark> = {
   'bootstrap-storm': {
     summary: 'N installers run Discover, FetchPlan, 3x ReportInstallProgress against the deployer on PostgreSQL, vs a bare grpc-js + one-upsert baseline; includes the credentials benchmark',
     options: ['machines', 'concurrency'],
+    flags: ['in-process-clients'],
     async run(options) {
       await runBootstrapStorm({
         ...(options.machines !== undefined ? { machines: options.machines } : {}),
         ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+        inProcessClients: options['in-process-clients'] === 1,
       });
     },
   },
@@ -43,7 +47,7 @@ const ALL = ['bootstrap-storm', 'nix-eval'];
 
 function usage(): string {
   const names = Object.entries(BENCHMARKS).map(
-    ([name, b]) => `  ${name.padEnd(16)} ${b.options.map((o) => `[--${o} N]`).join(' ').padEnd(30)} ${b.summary}`,
+    ([name, b]) => `  ${name.padEnd(16)} ${[...b.options.map((o) => `[--${o} N]`), ...(b.flags ?? []).map((f) => `[--${f}]`)].join(' ').padEnd(30)} ${b.summary}`,
   );
   return [
     'usage: npm run bench [-- <benchmark> [options]]',
@@ -64,8 +68,13 @@ function parseOptions(benchmark: Benchmark, name: string, args: readonly string[
     const arg = args[i] as string;
     const [flag, inline] = arg.split('=', 2) as [string, string | undefined];
     const option = flag.startsWith('--') ? flag.slice(2) : undefined;
+    if (option !== undefined && inline === undefined && benchmark.flags?.includes(option)) {
+      options[option] = 1;
+      continue;
+    }
     if (option === undefined || !benchmark.options.includes(option)) {
-      throw new UsageError(`${name}: unknown argument "${arg}" (accepts ${benchmark.options.map((o) => `--${o} N`).join(', ') || 'no options'})`);
+      const accepted = [...benchmark.options.map((o) => `--${o} N`), ...(benchmark.flags ?? []).map((f) => `--${f}`)];
+      throw new UsageError(`${name}: unknown argument "${arg}" (accepts ${accepted.join(', ') || 'no options'})`);
     }
     const raw = inline ?? args[++i];
     const value = Number(raw);
