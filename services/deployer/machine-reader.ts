@@ -10,8 +10,8 @@ import type {
 } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { InvalidArgumentError } from '../../lib/errors.js';
 import { listAudit } from './store/audit.js';
-import { parseLabelSelector } from './domain/label-selector.js';
-import { currentResourceVersion, decodeCursor, encodeCursor, listMachineRows, type MachineFilter, machineIdByName } from './store/machine-queries.js';
+import { machineFilterOf } from './domain/machine-filter.js';
+import { currentResourceVersion, decodeCursor, encodeCursor, listMachineRows, machineIdByName } from './store/machine-queries.js';
 import { getMachineRow, machineMessage, machineMessages } from './store/machines.js';
 import type { DeployerDatabase } from './store/tables.js';
 
@@ -22,7 +22,7 @@ export class MachineReader {
 
   async list(req: ListMachinesRequest, pageSize: number): Promise<ListMachinesResponse> {
     const resourceVersion = await currentResourceVersion(this.db);
-    const filter: MachineFilter = { states: req.states, nodeClass: req.nodeClass, pool: req.pool, labels: parseLabelSelector(req.labelSelector), query: req.query.trim() };
+    const filter = machineFilterOf(req);
     const page = await listMachineRows(this.db, filter, pageSize, req.pageToken ? decodeCursor(req.pageToken, filter) : undefined);
     const machines = await machineMessages(this.db, page.rows);
     return { machines, nextPageToken: page.next ? encodeCursor(page.next) : '', resourceVersion };

@@ -13,7 +13,7 @@ import { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.
 import { InstallPhase, MachineState } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { type DeployerServer, startDeployerServer } from '../helpers/deployer-server.js';
 import { machineInventory, optiplexFacts, SimulatedInstaller } from '../helpers/simulated-installer.js';
-import { DEPLOYER_CTL_BIN } from '../helpers/ultracloud-process.js';
+import { cleanEnv, DEPLOYER_CTL_BIN } from '../helpers/ultracloud-process.js';
 
 const LAB6: unknown = JSON.parse(readFileSync(new URL('../fixtures/cluster-state/lab6.json', import.meta.url), 'utf8'));
 const HP = { vendor: 'HP', productName: 'EliteDesk 800 G5' } as const;
@@ -41,8 +41,7 @@ test.after.always(async () => (await started?.catch(() => undefined))?.stop());
 
 /** The environment of an operator next to the server's state dir, without the developer's ULTRACLOUD_* settings. */
 function operatorEnv(server: DeployerServer, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ULTRACLOUD_') && k !== 'NO_COLOR' && k !== 'FORCE_COLOR') env[k] = v;
+  const { NO_COLOR: _noColor, FORCE_COLOR: _forceColor, ...env } = cleanEnv();
   return { ...env, ULTRACLOUD_STATE_DIR: server.stateDir, ...extra };
 }
 

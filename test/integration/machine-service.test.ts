@@ -118,10 +118,11 @@ forEachDeployerTarget('MachineService', (target) => {
     t.deepEqual(await ids(server, { query: '_' }), []);
   });
 
-  test.serial(title('ListMachines refuses a malformed label selector naming label_selector and the term'), async (t) => {
+  test.serial(title('ListMachines refuses a malformed label selector or an unknown state, naming the field'), async (t) => {
     const { server } = await get();
     await rejects(t, server.machines.listMachines({ ...LIST_DEFAULTS, labelSelector: 'role=worker,=x' }), Status.INVALID_ARGUMENT, ['label_selector', '"=x"']);
     await rejects(t, server.machines.listMachines({ ...LIST_DEFAULTS, labelSelector: 'role in (a,b)' }), Status.INVALID_ARGUMENT, ['label_selector']);
+    await rejects(t, server.machines.listMachines({ ...LIST_DEFAULTS, states: [42 as MachineState] }), Status.INVALID_ARGUMENT, ['states', '42']);
   });
 
   test.serial(title('ListMachines pages walk every machine once, sorted by hostname with unassigned machines last'), async (t) => {

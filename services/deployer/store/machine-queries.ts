@@ -1,20 +1,14 @@
 // Read paths for operators: filtered, keyset-paginated machine listings and lookups by name.
 import { createHash } from 'node:crypto';
 import { type Expression, sql, type SqlBool } from 'kysely';
-import type { MachineState } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { InvalidArgumentError } from '../../../lib/errors.js';
 import { formatLabelSelector, type LabelTerm } from '../domain/label-selector.js';
+import type { MachineFilterTerms } from '../domain/machine-filter.js';
 import { stateName } from '../domain/lifecycle.js';
 import { type DeployerDb, type MachineRow, toRow } from './machines.js';
 
-export interface MachineFilter {
-  readonly states: readonly MachineState[];
-  readonly nodeClass: string;
-  readonly pool: string;
-  /** Parsed `label_selector`: every term must hold. */
-  readonly labels: readonly LabelTerm[];
-  readonly query: string;
-}
+/** The filter of a listing: the same terms a watch applies in memory (domain/machine-filter.ts). */
+export type MachineFilter = MachineFilterTerms;
 
 /**
  * Where the next page starts: the sort key of the last machine returned (unassigned?, hostname,
