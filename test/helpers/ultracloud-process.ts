@@ -112,8 +112,8 @@ export function runNode(args: readonly string[], options: { cwd: string; env: No
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`node ${args.join(' ')} still running after ${options.timeoutMs ?? 30_000} ms:\n${stdout}\n${stderr}`));
-    }, options.timeoutMs ?? 30_000);
+      reject(new Error(`node ${args.join(' ')} still running after ${options.timeoutMs ?? 60_000} ms:\n${stdout}\n${stderr}`));
+    }, options.timeoutMs ?? 60_000);
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(timer);
