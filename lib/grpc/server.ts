@@ -88,6 +88,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
             rpc: denial.method,
             peer: denial.peer,
             principal: denial.principal ? describePrincipal(denial.principal) : undefined,
+            code: denial.code,
             reason: denial.reason,
           });
           await options.onDenied?.(denial);

@@ -1,6 +1,11 @@
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { Role } from '../../gen/ts/ultracloud/deployer/v1/access_service.js';
+import { ConfigError, loadConfig } from '../../lib/config/settings.js';
 import { InvalidArgumentError } from '../../lib/errors.js';
+import { DEPLOYER_CONFIG_SPEC } from '../../services/deployer/config.js';
 import {
   lastUsedIsStale,
   parseOperatorTokensFile,
@@ -100,4 +105,25 @@ test('last use is recorded at most once a minute', (t) => {
   t.true(lastUsedIsStale(null, now));
   t.true(lastUsedIsStale(new Date('2025-01-01T00:00:00Z'), now));
   t.false(lastUsedIsStale(new Date('2025-01-01T00:00:01Z'), now));
+});
+
+test('--operator-tokens-file is read and checked at start; a bad file or a writable one is a configuration error', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ultracloud-tokens-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'tokens');
+  writeFileSync(file, `admin ${HASH_A} ops\n`, { mode: 0o600 });
+  const ok = loadConfig(DEPLOYER_CONFIG_SPEC, { env: {}, flags: { 'operator-tokens-file': file } });
+  t.deepEqual(ok.operatorTokens, { path: file, tokens: [{ role: 'admin', hash: HASH_A, name: 'ops' }] });
+
+  writeFileSync(file, `admn ${HASH_A} ops\n`);
+  const bad = t.throws(() => loadConfig(DEPLOYER_CONFIG_SPEC, { env: { ULTRACLOUD_OPERATOR_TOKENS_FILE: file } }), { instanceOf: ConfigError });
+  t.regex(bad.message, /ULTRACLOUD_OPERATOR_TOKENS_FILE \(--operator-tokens-file\): line 1: unknown role "admn"/);
+
+  writeFileSync(file, `admin ${HASH_A} ops\n`);
+  chmodSync(file, 0o664);
+  const writable = t.throws(() => loadConfig(DEPLOYER_CONFIG_SPEC, { env: { ULTRACLOUD_OPERATOR_TOKENS_FILE: file } }), { instanceOf: ConfigError });
+  t.regex(writable.message, /writable by group or others/);
+
+  const missing = t.throws(() => loadConfig(DEPLOYER_CONFIG_SPEC, { env: { ULTRACLOUD_OPERATOR_TOKENS_FILE: join(dir, 'nope') } }), { instanceOf: ConfigError });
+  t.regex(missing.message, /file does not exist or is not readable/);
 });
