@@ -21,6 +21,7 @@ import { serveComponents, type ServingProcess } from '../../lib/serve.js';
 import { deployerComponent } from '../../services/deployer/component.js';
 import { createTestDatabase, databaseTargets, unavailableTargetTest } from '../helpers/databases.js';
 import { type DeployerServer, forEachDeployerTarget, sharedDeployer, startDeployerServer } from '../helpers/deployer-server.js';
+import { eventually } from '../helpers/eventually.js';
 import { DEPLOYER_CTL_BIN } from '../helpers/ultracloud-process.js';
 
 const ACCESS = '/ultracloud.deployer.v1.AccessService';
@@ -39,16 +40,6 @@ async function rejects(t: ExecutionContext, call: Promise<unknown>, code: Status
 
 function access(server: DeployerServer, token = server.adminToken) {
   return server.client(AccessServiceDefinition, token);
-}
-
-async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 forEachDeployerTarget('operator tokens', (target) => {

@@ -22,6 +22,7 @@ import { AuditEvent, AuditOutcome, InstallPhase } from '../../gen/ts/ultracloud/
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
 import { createClusterCa, issueNodeCredentials } from '../../lib/pki/index.js';
 import { type DeployerServer, forEachDeployerTarget, sharedDeployer } from '../helpers/deployer-server.js';
+import { eventually } from '../helpers/eventually.js';
 import { machineInventory, optiplexFacts, SimulatedInstaller } from '../helpers/simulated-installer.js';
 
 const LAB6: unknown = JSON.parse(readFileSync(new URL('../fixtures/cluster-state/lab6.json', import.meta.url), 'utf8'));
@@ -310,12 +311,3 @@ forEachDeployerTarget('authz matrix', (target) => {
   });
 });
 
-async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
