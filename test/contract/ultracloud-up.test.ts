@@ -208,7 +208,7 @@ test.serial('deployer-ctl machines list and show present a discovered machine, w
   t.is(show.code, 0, show.stderr);
   t.regex(show.stdout, /^state\s+inspected/m);
   t.regex(show.stdout, /^serial\s+CLI-TEST-1/m);
-  t.regex(show.stdout, /recent events:/);
+  t.regex(show.stdout, /recent events \(oldest first\):/);
 
   const missing = await runNode([DEPLOYER_CTL_BIN, '--server', up.address, 'machines', 'show', 'no-such-host'], { cwd: workDir, env });
   t.is(missing.code, 3, 'not found');
