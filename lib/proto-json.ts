@@ -2,7 +2,7 @@
 // written by people or generated from Nix may name only fields the proto has: a typo is an
 // error naming the field, never a setting silently dropped.
 import { readFileSync } from 'node:fs';
-import { createFileRegistry, type DescMessage, type FileRegistry, fromBinary, fromJson, type JsonValue, toJson } from '@bufbuild/protobuf';
+import { createFileRegistry, type DescMessage, type FileRegistry, fromBinary, fromJson, type JsonValue, toBinary, toJson } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { REFLECTION_IMAGE_PATH } from './grpc/image.js';
 
@@ -54,6 +54,29 @@ function unknownFields(message: DescMessage, value: unknown, path: string): stri
  * JSON, which the generated types' `fromJSON` read. `path` prefixes every error message.
  */
 export function decodeProtoJson(typeName: string, value: unknown, path = ''): JsonValue {
+  const { types, schema, message } = parseProtoJson(typeName, value, path);
+  return toJson(schema, message, { registry: types });
+}
+
+/**
+ * As decodeProtoJson, but returns the message's binary encoding. The generated types' `decode`
+ * reads it with well-known types intact; their `fromJSON` does not parse a Duration's JSON form
+ * ("30s"), so documents with durations must come this way.
+ */
+export function encodeProtoJson(typeName: string, value: unknown, path = ''): Uint8Array {
+  const { schema, message } = parseProtoJson(typeName, value, path);
+  return toBinary(schema, message);
+}
+
+/** The canonical proto3 JSON of a message given in its binary encoding (e.g. `T.encode(m).finish()`). */
+export function protoJsonOf(typeName: string, bytes: Uint8Array): JsonValue {
+  const types = contractRegistry();
+  const schema = types.getMessage(typeName);
+  if (!schema) throw new Error(`${typeName} is not in the compiled contract ${REFLECTION_IMAGE_PATH}`);
+  return toJson(schema, fromBinary(schema, bytes), { registry: types });
+}
+
+function parseProtoJson(typeName: string, value: unknown, path: string) {
   const types = contractRegistry();
   const schema = types.getMessage(typeName);
   if (!schema) throw new Error(`${typeName} is not in the compiled contract ${REFLECTION_IMAGE_PATH}`);
@@ -61,7 +84,7 @@ export function decodeProtoJson(typeName: string, value: unknown, path = ''): Js
   const unknown = unknownFields(schema, value, path);
   if (unknown.length > 0) throw new ProtoJsonError(unknown.join('\n'));
   try {
-    return toJson(schema, fromJson(schema, value as JsonValue, { registry: types }), { registry: types });
+    return { types, schema, message: fromJson(schema, value as JsonValue, { registry: types }) };
   } catch (err) {
     throw new ProtoJsonError(`${path || typeName}: ${(err as Error).message}`);
   }

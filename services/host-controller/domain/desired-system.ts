@@ -1,0 +1,66 @@
+// The DesiredSystem one node receives from a HostDeployment: its target (per-node store path,
+// shared store path, or a local flake build), the activation strategy, and the health check and
+// rollback policy with every default filled in, so the agent applies no defaults of its own.
+import type { DesiredSystem, HealthCheck, HostDeployment, RollbackPolicy } from '../../../gen/ts/ultracloud/system/v1/system.js';
+import { DEFAULT_FLAKE_ATTR, DEFAULT_REBOOT_TIMEOUT_MS, durationOfMs, effectiveStrategy } from './deployment-spec.js';
+
+export const DEFAULT_ACTIVATION_TIMEOUT_MS = 240_000;
+export const DEFAULT_CONFIRM_TIMEOUT_MS = 30_000;
+export const DEFAULT_HEALTH_INTERVAL_MS = 2_000;
+export const DEFAULT_HEALTH_RETRIES = 3;
+export const DEFAULT_PROBE_TIMEOUT_MS = 10_000;
+
+/** What one node is moved to: a store path, or a flake attribute it builds itself. */
+export interface NodeTarget {
+  readonly systemPath: string;
+  readonly flakeRef: string;
+  readonly flakeAttr: string;
+}
+
+/**
+ * The first that applies: node_system_paths[node_id], system_path, then flake_ref#flake_attr
+ * with {node_id} and {hostname} replaced. Undefined when the deployment has none for this node.
+ */
+export function nodeTarget(d: HostDeployment, node: { nodeId: string; hostname: string }): NodeTarget | undefined {
+  const t = d.target;
+  if (!t) return undefined;
+  const systemPath = t.nodeSystemPaths[node.nodeId] ?? t.systemPath;
+  const flakeAttr = t.flakeRef === '' ? '' : (t.flakeAttr || DEFAULT_FLAKE_ATTR).replaceAll('{node_id}', node.nodeId).replaceAll('{hostname}', node.hostname);
+  if (systemPath === '' && t.flakeRef === '') return undefined;
+  return { systemPath, flakeRef: t.flakeRef, flakeAttr };
+}
+
+function filledHealthCheck(h: HealthCheck | undefined): HealthCheck | undefined {
+  if (!h?.probe) return undefined;
+  const probe =
+    h.probe.$case === 'command'
+      ? { $case: 'command' as const, value: { ...h.probe.value, timeout: h.probe.value.timeout ?? durationOfMs(DEFAULT_PROBE_TIMEOUT_MS) } }
+      : { $case: 'http' as const, value: { ...h.probe.value, timeout: h.probe.value.timeout ?? durationOfMs(DEFAULT_PROBE_TIMEOUT_MS) } };
+  return { probe, interval: h.interval ?? durationOfMs(DEFAULT_HEALTH_INTERVAL_MS), retries: h.retries ?? DEFAULT_HEALTH_RETRIES };
+}
+
+function filledRollbackPolicy(p: RollbackPolicy | undefined): RollbackPolicy {
+  return {
+    activationTimeout: p?.activationTimeout ?? durationOfMs(DEFAULT_ACTIVATION_TIMEOUT_MS),
+    confirmTimeout: p?.confirmTimeout ?? durationOfMs(DEFAULT_CONFIRM_TIMEOUT_MS),
+    autoRollback: p?.autoRollback ?? true,
+    rebootTimeout: p?.rebootTimeout ?? durationOfMs(DEFAULT_REBOOT_TIMEOUT_MS),
+  };
+}
+
+export function desiredSystem(d: HostDeployment, revision: bigint, nodeId: string, target: NodeTarget, now: Date): DesiredSystem {
+  const healthCheck = filledHealthCheck(d.healthCheck);
+  return {
+    nodeId,
+    deployment: d.name,
+    revision,
+    systemPath: target.systemPath,
+    flakeRef: target.flakeRef,
+    flakeAttr: target.flakeAttr,
+    activationStrategy: effectiveStrategy(d),
+    ...(healthCheck ? { healthCheck } : {}),
+    rollbackPolicy: filledRollbackPolicy(d.rollbackPolicy),
+    substituters: [...d.substituters],
+    createdAt: now,
+  };
+}

@@ -1,0 +1,361 @@
+// The rollout planner: given one HostDeployment, the nodes the deployer knows, the node entries
+// of the rollout so far and which agents are connected, decide what happens next. Nodes join and
+// leave with the selector, are skipped when they cannot be rolled out, start in rollout order
+// (failure domain by failure domain when asked) while fewer than max_unavailable nodes are
+// disrupted, get reboot slots from the same budget, and the rollout pauses once failures exceed
+// the failure budget. Pure: the caller stores the plan and carries out its side effects.
+import {
+  ActivationFailureReason,
+  type DesiredSystem,
+  FailureDomainOrdering,
+  type HostDeployment,
+  HostDeploymentPhase,
+  NodeRolloutPhase as P,
+} from '../../../gen/ts/ultracloud/system/v1/system.js';
+import { drainTimeoutMs, rebootTimeoutMs, resolveMaxUnavailable } from './deployment-spec.js';
+import { desiredSystem, nodeTarget } from './desired-system.js';
+import { FAILED_PHASES, IN_PROGRESS, type NodeChange, type NodeRollout, newNodeRollout, restartForRevision, TERMINAL } from './node-rollout.js';
+import { domainOrder, effectiveOrdering, type NodeFacts, ROLLOUT_STATES, rolloutSequence, selects } from './selection.js';
+
+/** What the leader keeps about a deployment besides its spec. */
+export interface DeploymentState {
+  /** The stored spec (output-only fields cleared); `name` identifies the deployment. */
+  readonly spec: HostDeployment;
+  readonly revision: bigint;
+  readonly createdAt: Date;
+  readonly operatorPaused: boolean;
+  readonly budgetPaused: boolean;
+  /** The revision an operator aborted; equal to `revision` while the current one is aborted. */
+  readonly abortedRevision: bigint;
+  /** PENDING, PROGRESSING, COMPLETED or FAILED, as the planner last computed it. */
+  readonly rolloutPhase: HostDeploymentPhase;
+  readonly statusMessage: string;
+  readonly selectedNodes: number;
+  readonly maxUnavailableNodes: number;
+  readonly startedAt: Date | undefined;
+  readonly finishedAt: Date | undefined;
+}
+
+export interface AgentLiveness {
+  /** A stream is open and the agent is not stale. */
+  readonly connected: boolean;
+  /** What the host runs, from its last hello or confirmed activation. */
+  readonly currentSystemPath: string;
+}
+
+export interface PlanInput {
+  readonly deployment: DeploymentState;
+  /** The rollout's node entries by node id. */
+  readonly rows: ReadonlyMap<string, NodeRollout>;
+  /** Every node the deployer knows (machines with an assignment). */
+  readonly nodes: readonly NodeFacts[];
+  readonly agents: ReadonlyMap<string, AgentLiveness>;
+  /** For nodes selected by several deployments: the one that rolls the node out. */
+  readonly owners: ReadonlyMap<string, string>;
+  /** Whether a fleet-scheduler is configured, and which nodes it reported drained. */
+  readonly drain: { readonly configured: boolean; readonly drained: ReadonlySet<string> };
+  readonly now: Date;
+  /** How long a reboot grant is valid; the agent asks again after that. */
+  readonly rebootGrantMs: number;
+}
+
+export interface RebootGrantDecision {
+  readonly nodeId: string;
+  readonly deadline: Date;
+}
+
+export interface RolloutPlan {
+  /** Entries that are new or changed. */
+  readonly changes: readonly NodeChange[];
+  /** Entries to delete: nodes that left the selection and are not in progress. */
+  readonly removed: readonly NodeRollout[];
+  /** Desired systems to hand over now (each node moved to ACTIVATING by this plan). */
+  readonly activations: readonly DesiredSystem[];
+  readonly rebootGrants: readonly RebootGrantDecision[];
+  /** Nodes to ask the fleet-scheduler to drain (again). */
+  readonly drains: readonly string[];
+  /** Nodes to uncordon: done, and cordoned by us. */
+  readonly uncordons: readonly string[];
+  readonly deployment: DeploymentState;
+  /** Controller decisions worth an event of their own (pauses), as messages. */
+  readonly decisions: readonly string[];
+}
+
+export const DRAIN_UNAVAILABLE = 'drain requested but no fleet-scheduler configured';
+
+/**
+ * Which deployment rolls out each node: of those selecting it, the oldest (then the first by
+ * name). The others list the node as SKIPPED, so two deployments never fight over one host.
+ */
+export function nodeOwners(deployments: readonly { spec: HostDeployment; createdAt: Date }[], nodes: readonly NodeFacts[]): Map<string, string> {
+  const ordered = [...deployments].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.spec.name < b.spec.name ? -1 : a.spec.name > b.spec.name ? 1 : 0));
+  const owners = new Map<string, string>();
+  for (const node of nodes) {
+    const owner = ordered.find((d) => selects(d.spec.selector, node));
+    if (owner) owners.set(node.nodeId, owner.spec.name);
+  }
+  return owners;
+}
+
+function skipReason(spec: HostDeployment, node: NodeFacts, owner: string | undefined): string | undefined {
+  if (!ROLLOUT_STATES.has(node.machineState)) return `machine is ${node.machineState}; only installed and active machines are rolled out`;
+  if (owner !== undefined && owner !== spec.name) return `also selected by deployment ${owner}, which rolls it out`;
+  if (!nodeTarget(spec, node)) return 'no target for this node: no node_system_paths entry, system_path or flake_ref';
+  return undefined;
+}
+
+function humanDuration(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000}m` : `${Math.round(ms / 1000)}s`;
+}
+
+/** Whether an entry takes one of the max_unavailable slots. */
+function disrupts(row: NodeRollout, revision: bigint, drain: boolean): boolean {
+  switch (row.phase) {
+    case P.NODE_ROLLOUT_PHASE_DRAINING:
+    case P.NODE_ROLLOUT_PHASE_ACTIVATING:
+    case P.NODE_ROLLOUT_PHASE_CONFIRMING:
+    case P.NODE_ROLLOUT_PHASE_REBOOTING:
+      return true;
+    // Staged but running the old system: harmless, unless the node was drained for it.
+    case P.NODE_ROLLOUT_PHASE_AWAITING_REBOOT:
+      return drain;
+    // Broken and not rolled back: unavailable until a new revision replaces the attempt.
+    case P.NODE_ROLLOUT_PHASE_FAILED:
+      return row.revision === revision && row.failureReason !== ActivationFailureReason.ACTIVATION_FAILURE_REASON_DRAIN_TIMEOUT;
+    default:
+      return false;
+  }
+}
+
+function needsUncordon(row: NodeRollout): boolean {
+  if (!row.cordoned || IN_PROGRESS.has(row.phase)) return false;
+  // A node left broken stays cordoned: nothing should be placed on it.
+  return !(row.phase === P.NODE_ROLLOUT_PHASE_FAILED && row.failureReason !== ActivationFailureReason.ACTIVATION_FAILURE_REASON_DRAIN_TIMEOUT);
+}
+
+export function planRollout(input: PlanInput): RolloutPlan {
+  const { deployment: dep, now } = input;
+  const spec = dep.spec;
+  const rows = new Map(input.rows);
+  const changes = new Map<string, NodeChange>();
+  const set = (next: NodeRollout) => {
+    rows.set(next.nodeId, next);
+    changes.set(next.nodeId, { before: input.rows.get(next.nodeId), after: next });
+  };
+  const move = (row: NodeRollout, phase: P, patch: Partial<NodeRollout>) =>
+    set({
+      ...row,
+      ...patch,
+      phase,
+      phaseChangedAt: phase === row.phase ? row.phaseChangedAt : now,
+      finishedAt: TERMINAL.has(phase) ? (patch.finishedAt ?? row.finishedAt ?? now) : undefined,
+    });
+  const facts = new Map(input.nodes.map((n) => [n.nodeId, n]));
+  const selected = input.nodes.filter((n) => selects(spec.selector, n));
+  const selectedIds = new Set(selected.map((n) => n.nodeId));
+
+  // Nodes join with the selector; finished entries of an older revision start over.
+  for (const n of selected) {
+    const row = rows.get(n.nodeId);
+    if (!row) set(newNodeRollout(n, dep.revision, now));
+    else if (row.revision < dep.revision && !IN_PROGRESS.has(row.phase)) set({ ...restartForRevision(row, dep.revision, now), hostname: n.hostname, failureDomain: n.failureDomain });
+    else if (row.hostname !== n.hostname || row.failureDomain !== n.failureDomain) set({ ...row, hostname: n.hostname, failureDomain: n.failureDomain });
+  }
+  // Nodes that left the selection go, unless they are in progress or still cordoned by us.
+  const removed: NodeRollout[] = [];
+  for (const row of [...rows.values()]) {
+    if (selectedIds.has(row.nodeId) || IN_PROGRESS.has(row.phase) || row.cordoned) continue;
+    rows.delete(row.nodeId);
+    changes.delete(row.nodeId);
+    if (input.rows.has(row.nodeId)) removed.push(row);
+  }
+
+  // Skipped or pending, as the node's machine and ownership say.
+  for (const row of [...rows.values()]) {
+    const node = facts.get(row.nodeId);
+    if (row.revision === dep.revision && (row.phase === P.NODE_ROLLOUT_PHASE_PENDING || row.phase === P.NODE_ROLLOUT_PHASE_SKIPPED) && node && selectedIds.has(row.nodeId)) {
+      const reason = skipReason(spec, node, input.owners.get(row.nodeId));
+      if (reason && (row.phase !== P.NODE_ROLLOUT_PHASE_SKIPPED || row.message !== reason)) move(row, P.NODE_ROLLOUT_PHASE_SKIPPED, { message: reason });
+      else if (!reason && row.phase === P.NODE_ROLLOUT_PHASE_SKIPPED) move(row, P.NODE_ROLLOUT_PHASE_PENDING, { message: '' });
+    } else if (IN_PROGRESS.has(row.phase) && (!node || !ROLLOUT_STATES.has(node.machineState))) {
+      // Reinstalled, rescued or deleted mid-rollout: the activation will never report back.
+      move(row, P.NODE_ROLLOUT_PHASE_SKIPPED, { message: node ? `machine went to ${node.machineState} during the rollout` : 'machine is no longer known to the deployer' });
+    }
+  }
+
+  // Drains that finished or took too long, reboots that did not come back.
+  const activations: DesiredSystem[] = [];
+  const activate = (row: NodeRollout, node: NodeFacts, patch: Partial<NodeRollout>) => {
+    const target = nodeTarget(spec, node);
+    if (!target) return false;
+    move(row, P.NODE_ROLLOUT_PHASE_ACTIVATING, { ...patch, systemPath: target.systemPath, message: 'desired system sent to the nix-agent' });
+    activations.push(desiredSystem(spec, row.revision, row.nodeId, target, now));
+    return true;
+  };
+  const drainMs = drainTimeoutMs(spec);
+  const rebootMs = rebootTimeoutMs(spec);
+  for (const row of [...rows.values()]) {
+    if (row.phase === P.NODE_ROLLOUT_PHASE_DRAINING) {
+      const node = facts.get(row.nodeId);
+      if (input.drain.drained.has(row.nodeId) && node) activate(row, node, {});
+      else if (now.getTime() - (row.startedAt ?? row.phaseChangedAt).getTime() > drainMs) {
+        move(row, P.NODE_ROLLOUT_PHASE_FAILED, {
+          failureReason: ActivationFailureReason.ACTIVATION_FAILURE_REASON_DRAIN_TIMEOUT,
+          budgetCounted: true,
+          message: `the fleet-scheduler did not drain the node within ${humanDuration(drainMs)}; the system was not touched`,
+        });
+      }
+    } else if (row.phase === P.NODE_ROLLOUT_PHASE_REBOOTING && now.getTime() - (row.rebootGrantedAt ?? row.phaseChangedAt).getTime() > rebootMs) {
+      move(row, P.NODE_ROLLOUT_PHASE_FAILED, {
+        failureReason: ActivationFailureReason.ACTIVATION_FAILURE_REASON_REBOOT_FAILED,
+        budgetCounted: true,
+        rebootRequested: false,
+        message: `the node did not come back on the staged system within ${humanDuration(rebootMs)} of its reboot grant`,
+      });
+    }
+  }
+
+  // The failure budget.
+  const decisions: string[] = [];
+  const current = () => [...rows.values()].filter((r) => r.revision === dep.revision);
+  const failures = current().filter((r) => r.budgetCounted).length;
+  let budgetPaused = dep.budgetPaused;
+  if (!budgetPaused && failures > spec.failureBudget) {
+    budgetPaused = true;
+    decisions.push(`paused: ${failures} failed node${failures === 1 ? '' : 's'} exceed the failure budget of ${spec.failureBudget}`);
+  }
+  const aborted = dep.revision > 0n && dep.abortedRevision === dep.revision;
+  const blockedBy = aborted ? 'the rollout was aborted' : spec.paused ? 'the deployment is paused in its spec' : dep.operatorPaused ? 'paused by an operator' : budgetPaused ? 'paused: failures exceed the failure budget' : undefined;
+
+  const maxUnavailable = resolveMaxUnavailable(spec.maxUnavailable, selected.length);
+  let unavailable = [...rows.values()].filter((r) => disrupts(r, dep.revision, spec.drain)).length;
+  const sequence = rolloutSequence([...rows.values()], spec.rolloutOrder);
+
+  // Reboot slots: a granted node asking again gets a new deadline; new grants need a free slot.
+  const rebootGrants: RebootGrantDecision[] = [];
+  const deadline = new Date(now.getTime() + input.rebootGrantMs);
+  for (const row of sequence) {
+    const r = rows.get(row.nodeId) as NodeRollout;
+    if (!r.rebootRequested) continue;
+    if (r.phase === P.NODE_ROLLOUT_PHASE_REBOOTING) {
+      set({ ...r, rebootRequested: false });
+      rebootGrants.push({ nodeId: r.nodeId, deadline });
+    } else if (r.phase === P.NODE_ROLLOUT_PHASE_AWAITING_REBOOT && !blockedBy) {
+      const takesSlot = !spec.drain;
+      if (takesSlot && unavailable >= maxUnavailable) continue;
+      if (takesSlot) unavailable += 1;
+      move(r, P.NODE_ROLLOUT_PHASE_REBOOTING, { rebootRequested: false, rebootGrantedAt: now, message: 'reboot granted' });
+      rebootGrants.push({ nodeId: r.nodeId, deadline });
+    }
+  }
+
+  // New starts, in rollout order, while slots are free.
+  const drains: string[] = [];
+  const waiting = new Map<string, string>();
+  const pending = sequence.filter((r) => {
+    const row = rows.get(r.nodeId) as NodeRollout;
+    return row.phase === P.NODE_ROLLOUT_PHASE_PENDING && row.revision === dep.revision && selectedIds.has(row.nodeId);
+  });
+  let waitingForDrain = 0;
+  if (blockedBy) {
+    for (const r of pending) waiting.set(r.nodeId, `not started: ${blockedBy}`);
+  } else {
+    const ordering = effectiveOrdering(spec.rolloutOrder);
+    let candidates = pending;
+    if (ordering === FailureDomainOrdering.FAILURE_DOMAIN_ORDERING_SEQUENTIAL) {
+      // The first domain with a node not finished yet is the only one that may start nodes.
+      const open = new Set(current().filter((r) => selectedIds.has(r.nodeId) && !TERMINAL.has(r.phase)).map((r) => r.failureDomain));
+      for (const r of [...rows.values()]) if (IN_PROGRESS.has(r.phase)) open.add(r.failureDomain);
+      const active = domainOrder(open, spec.rolloutOrder)[0];
+      candidates = pending.filter((r) => r.failureDomain === active);
+      for (const r of pending) if (r.failureDomain !== active) waiting.set(r.nodeId, `waiting for failure domain ${active || '(none)'} to finish`);
+    } else if (ordering === FailureDomainOrdering.FAILURE_DOMAIN_ORDERING_INTERLEAVED) {
+      const busy = new Set([...rows.values()].filter((r) => IN_PROGRESS.has(r.phase)).map((r) => r.failureDomain));
+      candidates = [...pending.filter((r) => !busy.has(r.failureDomain)), ...pending.filter((r) => busy.has(r.failureDomain))];
+    }
+    for (const c of candidates) {
+      const row = rows.get(c.nodeId) as NodeRollout;
+      const node = facts.get(c.nodeId) as NodeFacts;
+      const target = nodeTarget(spec, node);
+      if (!target) continue;
+      const agent = input.agents.get(c.nodeId);
+      if (target.systemPath !== '' && agent?.currentSystemPath === target.systemPath) {
+        move(row, P.NODE_ROLLOUT_PHASE_SUCCEEDED, { systemPath: target.systemPath, startedAt: now, message: 'already running the target system' });
+        continue;
+      }
+      if (!agent?.connected) {
+        waiting.set(c.nodeId, 'waiting for its nix-agent to connect');
+        continue;
+      }
+      if (spec.drain && !input.drain.configured) {
+        waitingForDrain += 1;
+        waiting.set(c.nodeId, `${DRAIN_UNAVAILABLE}; the node waits`);
+        continue;
+      }
+      if (unavailable >= maxUnavailable) {
+        waiting.set(c.nodeId, `waiting for a slot: ${unavailable} of ${maxUnavailable} allowed nodes unavailable`);
+        continue;
+      }
+      unavailable += 1;
+      const started = { startedAt: now, attempts: row.attempts + 1 };
+      if (spec.drain) {
+        move(row, P.NODE_ROLLOUT_PHASE_DRAINING, { ...started, systemPath: target.systemPath, cordoned: true, message: 'cordoning and draining through the fleet-scheduler' });
+      } else {
+        activate(row, node, started);
+      }
+    }
+  }
+  for (const [nodeId, message] of waiting) {
+    const row = rows.get(nodeId) as NodeRollout;
+    if (row.phase === P.NODE_ROLLOUT_PHASE_PENDING && row.message !== message) set({ ...row, message });
+  }
+  for (const row of rows.values()) if (row.phase === P.NODE_ROLLOUT_PHASE_DRAINING && !input.drain.drained.has(row.nodeId)) drains.push(row.nodeId);
+  const uncordons = [...rows.values(), ...removed].filter(needsUncordon).map((r) => r.nodeId);
+
+  // The rollout's phase as the planner sees it; pauses and aborts are laid over it when read.
+  const selectedRows = [...rows.values()].filter((r) => selectedIds.has(r.nodeId));
+  const eligible = selectedRows.filter((r) => r.phase !== P.NODE_ROLLOUT_PHASE_SKIPPED);
+  const done = eligible.every((r) => r.revision === dep.revision && TERMINAL.has(r.phase)) && [...rows.values()].every((r) => !IN_PROGRESS.has(r.phase));
+  const failedNow = eligible.filter((r) => r.revision === dep.revision && FAILED_PHASES.has(r.phase)).length;
+  const started = current().some((r) => r.startedAt !== undefined);
+  const rolloutPhase =
+    eligible.length === 0
+      ? HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_PENDING
+      : done
+        ? failedNow > 0
+          ? HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_FAILED
+          : HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_COMPLETED
+        : started
+          ? HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_PROGRESSING
+          : HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_PENDING;
+  const finished = rolloutPhase === HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_COMPLETED || rolloutPhase === HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_FAILED;
+  const budgetFailures = current().filter((r) => r.budgetCounted).length;
+  const statusMessage = budgetPaused
+    ? `${budgetFailures} failed node${budgetFailures === 1 ? '' : 's'} exceed the failure budget of ${spec.failureBudget}; ResumeHostDeployment continues`
+    : waitingForDrain > 0
+      ? `${DRAIN_UNAVAILABLE}: ${waitingForDrain} node${waitingForDrain === 1 ? '' : 's'} wait`
+      : selected.length === 0
+        ? 'the selector matches no node the deployer knows'
+        : eligible.length === 0
+          ? `no selected node can be rolled out yet (${selected.length} skipped)`
+          : '';
+  return {
+    changes: [...changes.values()],
+    removed,
+    activations,
+    rebootGrants,
+    drains,
+    uncordons,
+    decisions,
+    deployment: {
+      ...dep,
+      budgetPaused,
+      rolloutPhase,
+      statusMessage,
+      selectedNodes: selected.length,
+      maxUnavailableNodes: maxUnavailable,
+      startedAt: dep.startedAt ?? (started ? now : undefined),
+      finishedAt: finished ? (dep.finishedAt ?? now) : undefined,
+    },
+  };
+}
