@@ -57,6 +57,8 @@ export interface MachineFeedOptions extends Partial<WatchSettings> {
 export const MACHINE_CHANGES_CHANNEL = 'ultracloud_deployer_machines';
 
 const DEFAULT_WATCH: WatchSettings = { queueLimit: 1024, bookmarkIntervalMs: 30_000, pageSize: 500 };
+/** Changes arriving closer together than this are read together. */
+const MIN_CYCLE_GAP_MS = 10;
 const RECHECK_MIN_MS = 5;
 const RECHECK_MAX_MS = 250;
 const PRUNE_INTERVAL_MS = 60 * 60_000;
@@ -72,6 +74,8 @@ export class MachineFeed implements MachineChangeSignal {
   private cycling: Promise<void> | undefined;
   private again = false;
   private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAt = 0;
+  private lastCycleEndedAt = 0;
   private recheckMs = RECHECK_MIN_MS;
   private pollTimer: NodeJS.Timeout | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -180,16 +184,17 @@ export class MachineFeed implements MachineChangeSignal {
     }
   }
 
+  /** Runs a cycle after `delayMs` (and not sooner than MIN_CYCLE_GAP_MS after the last one). */
   private wake(delayMs = 0): void {
     if (this.stopped) return;
     if (this.cycling) {
       this.again = true;
       return;
     }
-    if (this.wakeTimer) {
-      if (delayMs > 0) return;
-      clearTimeout(this.wakeTimer);
-    }
+    const at = Math.max(Date.now() + delayMs, this.lastCycleEndedAt + MIN_CYCLE_GAP_MS);
+    if (this.wakeTimer && this.wakeAt <= at) return;
+    clearTimeout(this.wakeTimer);
+    this.wakeAt = at;
     this.wakeTimer = setTimeout(() => {
       this.wakeTimer = undefined;
       this.cycling = this.cycle()
@@ -201,6 +206,7 @@ export class MachineFeed implements MachineChangeSignal {
         })
         .finally(() => {
           this.cycling = undefined;
+          this.lastCycleEndedAt = Date.now();
           if (this.again) {
             this.again = false;
             this.wake();
@@ -210,7 +216,7 @@ export class MachineFeed implements MachineChangeSignal {
             this.recheckMs = Math.min(this.recheckMs * 2, RECHECK_MAX_MS);
           }
         });
-    }, delayMs);
+    }, at - Date.now());
   }
 
   private async cycle(): Promise<void> {

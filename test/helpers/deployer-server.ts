@@ -70,7 +70,7 @@ export interface StartDeployerOptions {
 // deployer creates on first start still happen in the server.
 let pgliteTemplate: Promise<string> | undefined;
 
-function pgliteTemplateDir(): Promise<string> {
+export function pgliteTemplateDir(): Promise<string> {
   pgliteTemplate ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ultracloud-pglite-template-'));
     process.once('exit', () => rmSync(dir, { recursive: true, force: true }));

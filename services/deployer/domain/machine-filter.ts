@@ -25,10 +25,6 @@ export function machineFilterOf(req: { states: readonly MachineState[]; nodeClas
   return { states: [...req.states], nodeClass: req.nodeClass, pool: req.pool, labels: parseLabelSelector(req.labelSelector), query: req.query.trim() };
 }
 
-export function isEmptyFilter(f: MachineFilterTerms): boolean {
-  return f.states.length === 0 && !f.nodeClass && !f.pool && f.labels.length === 0 && !f.query;
-}
-
 export function matchesMachineFilter(f: MachineFilterTerms, m: Machine): boolean {
   const a = m.assignment;
   if (f.states.length > 0 && !f.states.includes(m.state)) return false;
