@@ -105,6 +105,8 @@ export class MachineWatch implements FeedSubscriber {
         }
         // Deletions pruned while they were read would leave a gap.
         if (since < start) await this.checkResumable(since);
+        // Caught up: the client can checkpoint here and knows the watch is live.
+        yield this.sent(this.bookmark(position));
       }
 
       for (;;) {

@@ -4,6 +4,9 @@
 // that falls behind, and `deployer-ctl machines watch` against a live server.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { ClientError, Status } from 'nice-grpc';
 import pg from 'pg';
@@ -524,8 +527,9 @@ eachTarget(
 );
 
 /** Runs `deployer-ctl` with `args`, collecting its output lines. */
-function runCli(t: ExecutionContext, args: readonly string[]): { child: ChildProcess; lines: string[]; stderr: string[]; exited: Promise<number | null>; waitFor(predicate: (line: string) => boolean, what: string): Promise<string> } {
-  const child = spawn(process.execPath, [DEPLOYER_CTL_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+function runCli(t: ExecutionContext, args: readonly string[], stateDir: string): { child: ChildProcess; lines: string[]; stderr: string[]; exited: Promise<number | null>; waitFor(predicate: (line: string) => boolean, what: string): Promise<string> } {
+  // The state dir (endpoint.json, ca.pem) is the server's, whatever the directory the tests run in holds.
+  const child = spawn(process.execPath, [DEPLOYER_CTL_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ULTRACLOUD_STATE_DIR: stateDir } });
   const lines: string[] = [];
   const stderr: string[] = [];
   let buffer = '';
@@ -569,11 +573,11 @@ interface CliChange {
 }
 
 eachTarget('deployer-ctl machines watch prints each change as it happens and resumes after a server restart', async (t) => {
-  const { server, start } = await lab(t, targetOf(t));
+  const { store, server, start } = await lab(t, targetOf(t));
   let machine = installer(server);
   await machine.discover();
-  const json = runCli(t, ['--server', server.address, '--token', server.adminToken, 'machines', 'watch', '--json']);
-  const text = runCli(t, ['--server', server.address, '--token', server.adminToken, 'machines', 'watch', '--state', 'installing,installed']);
+  const json = runCli(t, ['--server', server.address, '--token', server.adminToken, 'machines', 'watch', '--json'], store.stateDir);
+  const text = runCli(t, ['--server', server.address, '--token', server.adminToken, 'machines', 'watch', '--state', 'installing,installed'], store.stateDir);
   const parsed = () => json.lines.map((l) => JSON.parse(l) as CliChange);
   const mine = (c: CliChange) => c.machineId === machine.machineId;
 
@@ -610,4 +614,15 @@ eachTarget('deployer-ctl machines watch prints each change as it happens and res
 
   json.child.kill('SIGINT');
   t.is(await json.exited, 0, 'Ctrl-C ends the watch with exit code 0');
+});
+
+test('deployer-ctl machines watch reports a server it cannot reach (exit 5) and a bad --since (exit 2)', async (t) => {
+  const empty = await mkdtemp(join(tmpdir(), 'ultracloud-watch-cli-'));
+  t.teardown(() => rm(empty, { recursive: true, force: true }));
+  const unreachable = runCli(t, ['--server', '127.0.0.1:1', '--token', 'x', 'machines', 'watch'], empty);
+  t.is(await unreachable.exited, 5);
+  t.regex(unreachable.stderr.join(''), /^deployer-ctl: UNAVAILABLE: /m);
+  const badSince = runCli(t, ['--server', '127.0.0.1:1', '--token', 'x', 'machines', 'watch', '--since', 'yesterday'], empty);
+  t.is(await badSince.exited, 2);
+  t.regex(badSince.stderr.join(''), /--since yesterday: expected a resource_version/);
 });

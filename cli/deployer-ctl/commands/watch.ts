@@ -2,6 +2,7 @@
 // → to state, resource_version), or one JSON object per line. When the stream breaks (server
 // restart, a replica going away, the client falling behind) it reconnects with backoff and
 // resumes after the last resource_version it received, so no change is lost or printed twice.
+// A server that cannot be reached at the start is an error, as for every other command.
 import { ClientError, Status } from 'nice-grpc';
 import { type Machine, MachineEventType, MachineServiceDefinition, type WatchMachinesResponse } from '../../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { InstallPhase, type MachineState } from '../../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
@@ -108,12 +109,15 @@ export async function watchMachinesCommand(connection: Connection, options: Watc
   const printer = new ChangePrinter(connection.json);
   const { signal, release } = interruption();
   let failures = 0;
+  // A server that never answered is reported (exit code 5), not waited for.
+  let answered = false;
   try {
     for (;;) {
       let delay: number;
       try {
         for await (const e of client.watchMachines({ ...filter, sinceResourceVersion: since }, { signal })) {
           failures = 0;
+          answered = true;
           printer.print(e);
           // Snapshot events carry 0: until the BOOKMARK that ends the snapshot, a resume starts over.
           if (e.resourceVersion > 0n) since = e.resourceVersion;
@@ -122,7 +126,7 @@ export async function watchMachinesCommand(connection: Connection, options: Watc
         delay = backoffDelayMs(failures++, RECONNECT);
       } catch (err) {
         if (signal.aborted) return EXIT.ok;
-        if (!(err instanceof ClientError) || !RESUMABLE.has(err.code)) throw err;
+        if (!(err instanceof ClientError) || !RESUMABLE.has(err.code) || !answered) throw err;
         delay = backoffDelayMs(failures++, RECONNECT);
         process.stderr.write(`deployer-ctl: watch interrupted (${Status[err.code]}: ${err.details}); resuming after resource_version ${since} in ${(delay / 1000).toFixed(1)}s\n`);
       }

@@ -4833,9 +4833,10 @@ export const MachineServiceDefinition = {
      * WatchMachines streams machine changes in resource_version order. With
      * since_resource_version 0 it first sends every machine as ADDED, then one BOOKMARK marking
      * the end of that snapshot, then live changes. With a non-zero value it sends the changes after
-     * it; a client that reconnects with the last resource_version it saw misses nothing. Changes
-     * made on any deployer replica are delivered. A machine that changed several times while a
-     * client was away is sent once, in its latest version. Requires role viewer.
+     * it, then a BOOKMARK once caught up; a client that reconnects with the last resource_version it
+     * saw misses nothing. Changes made on any deployer replica are delivered. A machine that
+     * changed several times while a client was away is sent once, in its latest version. Requires
+     * role viewer.
      * Errors: OUT_OF_RANGE when changes that old are no longer retained (list again, then watch
      * from ListMachinesResponse.resource_version), or when since_resource_version is newer than
      * any change (a different or restored database); INVALID_ARGUMENT for a malformed
@@ -5030,9 +5031,10 @@ export interface MachineServiceImplementation<CallContextExt = {}> {
    * WatchMachines streams machine changes in resource_version order. With
    * since_resource_version 0 it first sends every machine as ADDED, then one BOOKMARK marking
    * the end of that snapshot, then live changes. With a non-zero value it sends the changes after
-   * it; a client that reconnects with the last resource_version it saw misses nothing. Changes
-   * made on any deployer replica are delivered. A machine that changed several times while a
-   * client was away is sent once, in its latest version. Requires role viewer.
+   * it, then a BOOKMARK once caught up; a client that reconnects with the last resource_version it
+   * saw misses nothing. Changes made on any deployer replica are delivered. A machine that
+   * changed several times while a client was away is sent once, in its latest version. Requires
+   * role viewer.
    * Errors: OUT_OF_RANGE when changes that old are no longer retained (list again, then watch
    * from ListMachinesResponse.resource_version), or when since_resource_version is newer than
    * any change (a different or restored database); INVALID_ARGUMENT for a malformed
@@ -5143,9 +5145,10 @@ export interface MachineServiceClient<CallOptionsExt = {}> {
    * WatchMachines streams machine changes in resource_version order. With
    * since_resource_version 0 it first sends every machine as ADDED, then one BOOKMARK marking
    * the end of that snapshot, then live changes. With a non-zero value it sends the changes after
-   * it; a client that reconnects with the last resource_version it saw misses nothing. Changes
-   * made on any deployer replica are delivered. A machine that changed several times while a
-   * client was away is sent once, in its latest version. Requires role viewer.
+   * it, then a BOOKMARK once caught up; a client that reconnects with the last resource_version it
+   * saw misses nothing. Changes made on any deployer replica are delivered. A machine that
+   * changed several times while a client was away is sent once, in its latest version. Requires
+   * role viewer.
    * Errors: OUT_OF_RANGE when changes that old are no longer retained (list again, then watch
    * from ListMachinesResponse.resource_version), or when since_resource_version is newer than
    * any change (a different or restored database); INVALID_ARGUMENT for a malformed
