@@ -91,7 +91,7 @@ export async function startDeployerServer(target: DatabaseTargetName, options: S
       env: {
         ULTRACLOUD_STATE_DIR: stateDir,
         ULTRACLOUD_LISTEN: '127.0.0.1:0',
-        ULTRACLOUD_LOG_LEVEL: 'silent',
+        ULTRACLOUD_LOG_LEVEL: process.env.ULTRACLOUD_TEST_LOG_LEVEL ?? 'silent',
         ...(scratch ? { ULTRACLOUD_DATABASE_URL: scratch.url } : {}),
         ...(options.metrics ? { ULTRACLOUD_METRICS_LISTEN: '127.0.0.1:0' } : {}),
       },
