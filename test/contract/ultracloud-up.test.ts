@@ -51,8 +51,8 @@ function runNode(args: readonly string[], options: { cwd: string; env: NodeJS.Pr
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`node ${args.join(' ')} still running after ${options.timeoutMs ?? 20_000} ms:\n${stdout}\n${stderr}`));
-    }, options.timeoutMs ?? 20_000);
+      reject(new Error(`node ${args.join(' ')} still running after ${options.timeoutMs ?? 60_000} ms:\n${stdout}\n${stderr}`));
+    }, options.timeoutMs ?? 60_000);
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(timer);
