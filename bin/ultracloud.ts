@@ -12,14 +12,36 @@ import { stopOnSignals } from '../lib/process.js';
 import { decodeProtoJson } from '../lib/proto-json.js';
 import { serveComponents } from '../lib/serve.js';
 import { deployerComponent, type InitialClusterState } from '../services/deployer/component.js';
+import { hostControllerComponent, type InitialHostDeployments } from '../services/host-controller/component.js';
+import { HostDeployment } from '../gen/ts/ultracloud/system/v1/system.js';
+import { encodeProtoJson } from '../lib/proto-json.js';
 import { registerInstallerCommand } from '../agents/installer/main.js';
+import { registerNixAgentCommand } from '../agents/nix-agent/main.js';
 
 /** The example lab's cluster state, generated from nix/examples/lab6 and committed next to it. */
 const LAB_CLUSTER_STATE = fileURLToPath(new URL('../nix/examples/lab6/generated/cluster-state.json', import.meta.url));
 
-/** Every control-plane component `up` runs together. */
+/** The example lab's host deployments, applied by `up` at first start together with its cluster state. */
+const LAB_HOST_DEPLOYMENTS = fileURLToPath(new URL('../nix/examples/lab6/generated/host-deployments.json', import.meta.url));
+
+function readHostDeploymentsFile(path: string, actor: string): InitialHostDeployments {
+  try {
+    const doc = JSON.parse(readFileSync(path, 'utf8')) as { hostDeployments?: unknown };
+    if (!Array.isArray(doc.hostDeployments)) throw new Error('expected {"hostDeployments": [...]}');
+    const deployments = doc.hostDeployments.map((d, i) => HostDeployment.decode(encodeProtoJson('ultracloud.system.v1.HostDeployment', d, `hostDeployments[${i}]`)));
+    return { deployments, source: path, actor };
+  } catch (err) {
+    throw new ConfigError([`${path}: ${(err as Error).message}`]);
+  }
+}
+
+/** Every control-plane component `up` runs together; the host-controller reaches the deployer in-process. */
 function components(flags: Record<string, string | undefined>, initial: InitialClusterState | undefined): readonly Component[] {
-  return [deployerComponent(flags, initial ? { initialClusterState: initial } : {})];
+  const lab = initial?.source === LAB_CLUSTER_STATE && existsSync(LAB_HOST_DEPLOYMENTS);
+  return [
+    deployerComponent(flags, initial ? { initialClusterState: initial } : {}),
+    hostControllerComponent(flags, { sameProcessDeployer: true, ...(lab ? { initialHostDeployments: readHostDeploymentsFile(LAB_HOST_DEPLOYMENTS, initial.actor) } : {}) }),
+  ];
 }
 
 const CLUSTER_SETTING = 'ULTRACLOUD_CLUSTER_FILE (--cluster)';
@@ -146,7 +168,26 @@ withDaemonFlags(
     runServer('deployer', (flags, initial) => [deployerComponent(flags, initial ? { initialClusterState: initial } : {})], { port: DEFAULT_PORTS.deployer }, opts),
   );
 
+const HOST_CONTROLLER_FLAGS: [string, string][] = [
+  ['--deployer <host:port>', 'the deployer to watch machines from (ULTRACLOUD_DEPLOYER)'],
+  ['--deployer-ca <file>', 'CA bundle verifying the deployer; unset: plaintext, loopback only (ULTRACLOUD_DEPLOYER_CA)'],
+  ['--deployer-token-file <file>', 'operator token for the deployer, mode 0600 (ULTRACLOUD_DEPLOYER_TOKEN_FILE)'],
+  ['--fleet-scheduler <host:port>', 'the fleet-scheduler that drains nodes; unset: deployments with drain wait (ULTRACLOUD_FLEET_SCHEDULER)'],
+  ['--fleet-scheduler-ca <file>', 'CA bundle verifying the fleet-scheduler (ULTRACLOUD_FLEET_SCHEDULER_CA)'],
+  ['--fleet-scheduler-token-file <file>', 'operator token for the fleet-scheduler (ULTRACLOUD_FLEET_SCHEDULER_TOKEN_FILE)'],
+  ['--instance-id <id>', "this replica's name (ULTRACLOUD_INSTANCE_ID, default <hostname>-<pid>)"],
+  ['--heartbeat-interval <duration>', 'agent heartbeat interval (ULTRACLOUD_HEARTBEAT_INTERVAL, default 10s)'],
+  ['--reconcile-interval <duration>', 'leader re-plans at least this often (ULTRACLOUD_RECONCILE_INTERVAL, default 2s)'],
+  ['--leader-retry <duration>', 'followers try the leader lock this often (ULTRACLOUD_LEADER_RETRY, default 1s)'],
+  ['--reboot-grant-ttl <duration>', 'how long a reboot grant is valid (ULTRACLOUD_REBOOT_GRANT_TTL, default 2m)'],
+];
+
+const hostController = withDaemonFlags(program.command('host-controller').description(`run the host-controller alone (default 127.0.0.1:${DEFAULT_PORTS['host-controller']})`));
+for (const [flag, help] of HOST_CONTROLLER_FLAGS) hostController.option(flag, help);
+hostController.action((opts: Record<string, unknown>) => runServer('host-controller', (flags) => [hostControllerComponent(flags)], { port: DEFAULT_PORTS['host-controller'] }, opts));
+
 registerInstallerCommand(program);
+registerNixAgentCommand(program);
 
 try {
   await program.parseAsync(process.argv);

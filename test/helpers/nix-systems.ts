@@ -4,7 +4,8 @@
 // and a log of every switch-to-configuration run.
 //
 // Each system's `bin/switch-to-configuration` is a script whose behaviour the test picks:
-//   succeed     logs, moves current-system (switch, test) and boot-default (switch, boot), exits 0
+//   succeed     logs, moves current-system (switch, test) and boot-default (switch, boot), exits 0;
+//               activated (switch, test), it removes `<root>/controller-blocked` (the network works)
 //   fail        logs and exits 4 with a failed-unit message, as a broken activation does
 //   hang        logs and sleeps for an hour (the activation timeout must kill it)
 //   unhealthy   succeeds, but its `sw/bin/ultracloud-test-health` exits 1
@@ -42,15 +43,18 @@ export interface TestHost {
   readonly systems: Readonly<Record<string, string>>;
 }
 
+/** An activated system that does not break the network brings it back (as a rollback does). */
+const RESTORE_NETWORK = 'if [ "$action" != boot ]; then rm -f "$root/controller-blocked"; fi';
+
 function switchScript(name: string, behaviour: SwitchBehaviour, root: string): string {
   const log = `echo "${name} $action` ;
   const before: Record<SwitchBehaviour, string> = {
-    succeed: '',
-    unhealthy: '',
+    succeed: RESTORE_NETWORK,
+    unhealthy: RESTORE_NETWORK,
     fail: `${log} failed" >> "$root/activations.log"\necho "warning: the following units failed: broken.service" >&2\nexit 4`,
     hang: `${log} hanging" >> "$root/activations.log"\nsleep 3600`,
     disconnect: 'touch "$root/controller-blocked"',
-    slow: 'sleep 3',
+    slow: `sleep 3\n${RESTORE_NETWORK}`,
   };
   return [
     '#!/bin/sh',
