@@ -17,6 +17,11 @@ export interface ComponentContext {
   readonly stateDir: string;
   /** Aborted when the process begins to stop. */
   readonly stopping: AbortSignal;
+  /**
+   * The PostgreSQL URL when the database is a server (absent: embedded PGlite, this process
+   * only), for a component that needs a connection of its own (a session advisory lock).
+   */
+  readonly databaseUrl?: string;
   /** Wake-ups between the processes sharing the database (LISTEN/NOTIFY); absent: this process only. */
   readonly notifications?: DatabaseNotifications;
   /** The process's metrics registry when metrics are served; components add their own metrics. */

@@ -119,6 +119,7 @@ export async function serveComponents(options: ServeOptions): Promise<ServingPro
           logger: logger.child({ component: component.name }),
           stateDir: config.stateDir,
           stopping: stopping.signal,
+          ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
           notifications,
           ...(registry ? { metrics: registry } : {}),
         }),

@@ -355,7 +355,7 @@ export function planRollout(input: PlanInput): RolloutPlan {
       selectedNodes: selected.length,
       maxUnavailableNodes: maxUnavailable,
       startedAt: dep.startedAt ?? (started ? now : undefined),
-      finishedAt: finished ? (dep.finishedAt ?? now) : undefined,
+      finishedAt: finished || aborted ? (dep.finishedAt ?? now) : undefined,
     },
   };
 }

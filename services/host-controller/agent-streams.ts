@@ -1,0 +1,349 @@
+// HostAgentService.Connect on every replica: one stream per node (a newer one replaces an older
+// one, on any replica, with ABORTED). The replica holding a node's stream records the hello,
+// persists every report before acknowledging it (into the inbox the leader works from), keeps
+// the agent's liveness, and delivers what the leader decided — the node's desired system and
+// reboot grants, read from the database when woken by a notification — never deciding itself.
+import { randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import { ServerError, Status } from 'nice-grpc';
+import {
+  ActivationPhase,
+  type ConnectRequest,
+  type ConnectResponse,
+  type HostAgentHello,
+  RebootRequest,
+} from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
+import type { DatabaseNotifications } from '../../lib/db/notifications.js';
+import { FailedPreconditionError, type FieldViolation, InvalidArgumentError, PermissionDeniedError, UnavailableError } from '../../lib/errors.js';
+import type { HandlerContext } from '../../lib/grpc/server.js';
+import type { Logger } from '../../lib/log.js';
+import { durationOfMs } from './domain/deployment-spec.js';
+import type { MachineInventory } from './machine-inventory.js';
+import { disconnectReplica, enqueue, type Heartbeat, markHealthy, recordDisconnect, recordHello, recordReport, streamOwner, touchAgents } from './store/agents.js';
+import { activationReportJson } from './store/documents.js';
+import { desiredSystemsOf, type StoredDesiredSystem } from './store/rollouts.js';
+import type { HostsDatabase } from './store/tables.js';
+import { WAKEUP_CHANNELS } from './wakeups.js';
+
+/** A stream's messages to the agent, in order; the handler yields them. */
+class Outbox implements AsyncIterable<ConnectResponse> {
+  private readonly items: ConnectResponse[] = [];
+  private wakeUp: (() => void) | undefined;
+  private ended = false;
+  private error: unknown;
+
+  push(item: ConnectResponse): void {
+    if (this.ended) return;
+    this.items.push(item);
+    this.wakeUp?.();
+  }
+
+  /** Ends the stream after what is queued; with an error, ends it with that status. */
+  end(error?: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = error;
+    this.wakeUp?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<ConnectResponse> {
+    for (;;) {
+      const next = this.items.shift();
+      if (next) {
+        yield next;
+        continue;
+      }
+      if (this.ended) {
+        if (this.error !== undefined) throw this.error;
+        return;
+      }
+      await new Promise<void>((resolve) => (this.wakeUp = resolve));
+      this.wakeUp = undefined;
+    }
+  }
+}
+
+interface AgentSession {
+  readonly nodeId: string;
+  readonly streamId: string;
+  readonly bootId: string;
+  readonly outbox: Outbox;
+  /** `deployment/revision` of the desired system sent on this stream. */
+  sentDesired: string | undefined;
+  /** Deadline (ms) of the reboot grant sent on this stream. */
+  sentGrant: number | undefined;
+  /** Reported healthy on this boot (so the leader may activate the machine). */
+  healthy: boolean;
+  /** An activation is under way (per the hello's journal or the latest report). */
+  activating: boolean;
+}
+
+export interface AgentStreamsObserver {
+  message(kind: string): void;
+}
+
+export interface AgentStreamsOptions {
+  readonly db: Kysely<HostsDatabase>;
+  readonly log: Logger;
+  readonly replica: string;
+  readonly inventory: MachineInventory;
+  readonly notifications: DatabaseNotifications | undefined;
+  readonly heartbeatIntervalMs: number;
+  /** Wakes the leader when it runs in this process (the notification reaches other replicas). */
+  readonly wakeLeader: () => void;
+  readonly observer?: AgentStreamsObserver;
+}
+
+const TERMINAL_ACTIVATION = new Set([ActivationPhase.ACTIVATION_PHASE_UNSPECIFIED, ActivationPhase.ACTIVATION_PHASE_CONFIRMED, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK, ActivationPhase.ACTIVATION_PHASE_FAILED]);
+const HEALTHY_STATES = new Set(['running', 'degraded']);
+const HEARTBEAT_FLUSH_MS = 1_000;
+
+function helloViolations(h: HostAgentHello): FieldViolation[] {
+  const out: FieldViolation[] = [];
+  if (h.nodeId === '') out.push({ field: 'hello.node_id', description: 'required' });
+  if (h.bootId === '') out.push({ field: 'hello.boot_id', description: 'required' });
+  return out;
+}
+
+function activationFieldViolations(field: string, m: { deployment: string; revision: bigint }): FieldViolation[] {
+  const out: FieldViolation[] = [];
+  if (m.deployment === '') out.push({ field: `${field}.deployment`, description: 'required' });
+  if (m.revision === 0n) out.push({ field: `${field}.revision`, description: 'must be at least 1' });
+  return out;
+}
+
+export class AgentStreams {
+  private readonly sessions = new Map<string, AgentSession>();
+  private readonly beats = new Map<string, Heartbeat>();
+  private readonly pendingDelivery = new Set<string>();
+  private deliverAll = false;
+  private deliveryScheduled = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private unlisten: (() => void)[] = [];
+  private readonly log: Logger;
+
+  constructor(private readonly options: AgentStreamsOptions) {
+    this.log = options.log.child({ component: 'agent-streams' });
+  }
+
+  /** Streams held by this replica now. */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  async start(): Promise<void> {
+    // Streams a previous run of this replica held are gone.
+    await disconnectReplica(this.options.db, this.options.replica, new Date());
+    const n = this.options.notifications;
+    if (n) {
+      this.unlisten.push(
+        n.listen(WAKEUP_CHANNELS.deliver, {
+          onNotification: (payload) => this.deliver(payload === '*' || payload === '' ? '*' : payload.split(',')),
+          onResync: () => this.deliver('*'),
+        }),
+        n.listen(WAKEUP_CHANNELS.streams, { onNotification: (nodeId) => void this.checkOwner(nodeId) }),
+      );
+    }
+    this.flushTimer = setInterval(() => void this.flushBeats(), HEARTBEAT_FLUSH_MS);
+    this.flushTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    for (const u of this.unlisten) u();
+    clearInterval(this.flushTimer);
+    for (const s of this.sessions.values()) s.outbox.end(new ServerError(Status.UNAVAILABLE, 'the host-controller is shutting down; reconnect'));
+    await this.flushBeats();
+    await disconnectReplica(this.options.db, this.options.replica, new Date()).catch(() => undefined);
+  }
+
+  /** Delivers what the leader decided for these nodes, if this replica holds their streams. */
+  deliver(nodeIds: readonly string[] | '*'): void {
+    if (nodeIds === '*') this.deliverAll = true;
+    else for (const id of nodeIds) if (this.sessions.has(id)) this.pendingDelivery.add(id);
+    if (this.deliveryScheduled || (!this.deliverAll && this.pendingDelivery.size === 0)) return;
+    this.deliveryScheduled = true;
+    setImmediate(() => void this.flushDeliveries());
+  }
+
+  private async flushDeliveries(): Promise<void> {
+    const ids = this.deliverAll ? [...this.sessions.keys()] : [...this.pendingDelivery];
+    this.deliverAll = false;
+    this.pendingDelivery.clear();
+    this.deliveryScheduled = false;
+    if (ids.length === 0) return;
+    try {
+      const desired = await desiredSystemsOf(this.options.db, ids);
+      for (const id of ids) {
+        const session = this.sessions.get(id);
+        const d = desired.get(id);
+        if (session && d) this.send(session, d);
+      }
+    } catch (err) {
+      this.log.error({ event: 'delivery.failed', nodes: ids.length, err });
+    }
+  }
+
+  private send(session: AgentSession, stored: StoredDesiredSystem): void {
+    const d = stored.desired;
+    const key = `${d.deployment}/${d.revision}`;
+    if (session.sentDesired !== key) {
+      session.outbox.push({ payload: { $case: 'desiredSystem', value: d } });
+      session.sentDesired = key;
+      session.sentGrant = undefined;
+      this.log.info({ event: 'desired_system.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
+    }
+    const deadline = stored.rebootGrantDeadline?.getTime();
+    if (deadline !== undefined && deadline > Date.now() && session.sentGrant !== deadline) {
+      session.outbox.push({ payload: { $case: 'rebootGrant', value: { deployment: d.deployment, revision: d.revision, deadline: new Date(deadline) } } });
+      session.sentGrant = deadline;
+      this.log.info({ event: 'reboot_grant.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
+    }
+  }
+
+  private async checkOwner(nodeId: string): Promise<void> {
+    const session = this.sessions.get(nodeId);
+    if (!session) return;
+    const owner = await streamOwner(this.options.db, nodeId).catch(() => undefined);
+    if (owner !== undefined && owner !== session.streamId) this.supersede(session);
+  }
+
+  private supersede(session: AgentSession): void {
+    if (this.sessions.get(session.nodeId) === session) this.sessions.delete(session.nodeId);
+    session.outbox.end(new ServerError(Status.ABORTED, `a newer stream of node ${session.nodeId} replaced this one`));
+  }
+
+  private notifyLeader(): void {
+    this.options.wakeLeader();
+    void this.options.notifications?.notify(WAKEUP_CHANNELS.leader);
+  }
+
+  private ack(session: AgentSession, sequence: bigint, hello = false): void {
+    if (sequence === 0n && !hello) return;
+    session.outbox.push({
+      payload: {
+        $case: 'ack',
+        value: { sequence, ...(hello ? { heartbeatInterval: durationOfMs(this.options.heartbeatIntervalMs) } : {}), serverTime: new Date() },
+      },
+    });
+  }
+
+  async *connect(requests: AsyncIterable<ConnectRequest>, context: HandlerContext & { signal: AbortSignal; peer: string }): AsyncGenerator<ConnectResponse> {
+    const messages = requests[Symbol.asyncIterator]();
+    const first = await messages.next();
+    if (first.done) return;
+    const payload = first.value.payload;
+    if (payload?.$case !== 'hello') throw new InvalidArgumentError({ field: 'payload', description: 'the first message of a stream must be a hello' });
+    const hello = payload.value;
+    const problems = helloViolations(hello);
+    if (problems.length > 0) throw new InvalidArgumentError(problems);
+    const principal = context.principal;
+    if (principal.kind !== 'agent' || principal.nodeId !== hello.nodeId) throw new PermissionDeniedError(`only node ${hello.nodeId}'s certificate may open its stream`);
+    if (!this.options.inventory.ready) throw new UnavailableError('the host-controller has not loaded the machine inventory from the deployer yet; reconnect shortly');
+    if (!this.options.inventory.byNode(hello.nodeId)) throw new FailedPreconditionError(`node ${hello.nodeId} has no assignment in the deployer`);
+
+    const activating = hello.journal !== undefined && !TERMINAL_ACTIVATION.has(hello.journal.phase);
+    const session: AgentSession = {
+      nodeId: hello.nodeId,
+      streamId: randomUUID(),
+      bootId: hello.bootId,
+      outbox: new Outbox(),
+      sentDesired: undefined,
+      sentGrant: undefined,
+      healthy: HEALTHY_STATES.has(hello.systemState) && !activating,
+      activating,
+    };
+    const log = context.log.child({ node_id: hello.nodeId });
+    const previous = this.sessions.get(hello.nodeId);
+    this.sessions.set(hello.nodeId, session);
+    if (previous) this.supersede(previous);
+    const onAbort = () => session.outbox.end();
+    context.signal.addEventListener('abort', onAbort);
+    try {
+      await recordHello(this.options.db, hello, { streamId: session.streamId, replica: this.options.replica, peer: context.peer }, session.healthy, new Date());
+      log.info({ event: 'agent.connected', boot_id: hello.bootId, current_system: hello.currentSystemPath, healthy: session.healthy, peer: context.peer });
+      this.options.observer?.message('hello');
+      void this.options.notifications?.notify(WAKEUP_CHANNELS.streams, hello.nodeId);
+      this.notifyLeader();
+      this.ack(session, first.value.sequence, true);
+      const desired = await desiredSystemsOf(this.options.db, [hello.nodeId]);
+      const current = desired.get(hello.nodeId);
+      if (current) this.send(session, current);
+      void this.read(messages, session, log).then(
+        () => session.outbox.end(),
+        (err: unknown) => session.outbox.end(context.signal.aborted ? undefined : err),
+      );
+      yield* session.outbox;
+    } finally {
+      context.signal.removeEventListener('abort', onAbort);
+      if (this.sessions.get(hello.nodeId) === session) this.sessions.delete(hello.nodeId);
+      this.beats.delete(hello.nodeId);
+      messages.return?.()?.catch(() => undefined);
+      await recordDisconnect(this.options.db, hello.nodeId, session.streamId, new Date()).catch((err: unknown) => log.warn({ event: 'agent.disconnect_record_failed', err }));
+      log.info({ event: 'agent.disconnected' });
+      this.notifyLeader();
+    }
+  }
+
+  /** Reads the agent's messages after the hello: persist, then acknowledge. */
+  private async read(messages: AsyncIterator<ConnectRequest>, session: AgentSession, log: Logger): Promise<void> {
+    const db = this.options.db;
+    for (let next = await messages.next(); !next.done; next = await messages.next()) {
+      if (this.sessions.get(session.nodeId) !== session) return;
+      const { sequence, payload } = next.value;
+      const now = new Date();
+      switch (payload?.$case) {
+        case undefined:
+          throw new InvalidArgumentError({ field: 'payload', description: 'empty message' });
+        case 'hello':
+          throw new InvalidArgumentError({ field: 'hello', description: 'only the first message of a stream may be a hello' });
+        case 'activationReport': {
+          const report = payload.value;
+          const problems = activationFieldViolations('activation_report', report);
+          if (report.phase <= 0 || ActivationPhase[report.phase] === undefined) problems.push({ field: 'activation_report.phase', description: `unknown phase ${report.phase}` });
+          if (problems.length > 0) throw new InvalidArgumentError(problems);
+          await db.transaction().execute(async (trx) => {
+            await enqueue(trx, session.nodeId, 'activation_report', activationReportJson.toJson(report), now);
+            await recordReport(trx, session.nodeId, session.streamId, report, now);
+          });
+          session.activating = !TERMINAL_ACTIVATION.has(report.phase);
+          log.info({ event: 'activation.report', deployment: report.deployment, revision: String(report.revision), phase: ActivationPhase[report.phase], message: report.message });
+          this.ack(session, sequence);
+          this.notifyLeader();
+          break;
+        }
+        case 'rebootRequest': {
+          const problems = activationFieldViolations('reboot_request', payload.value);
+          if (problems.length > 0) throw new InvalidArgumentError(problems);
+          await enqueue(db, session.nodeId, 'reboot_request', RebootRequest.toJSON(payload.value) as Record<string, unknown>, now);
+          log.info({ event: 'reboot.requested', deployment: payload.value.deployment, revision: String(payload.value.revision) });
+          this.ack(session, sequence);
+          this.notifyLeader();
+          break;
+        }
+        case 'heartbeat': {
+          const state = payload.value.systemState;
+          this.beats.set(session.nodeId, { nodeId: session.nodeId, streamId: session.streamId, at: now, systemState: state });
+          if (!session.healthy && !session.activating && HEALTHY_STATES.has(state)) {
+            session.healthy = true;
+            await markHealthy(db, session.nodeId, session.streamId, session.bootId);
+            this.notifyLeader();
+          }
+          this.ack(session, sequence);
+          break;
+        }
+        case 'machineCommandReport':
+          log.info({ event: 'machine_command.report', command_id: payload.value.commandId, message: payload.value.message });
+          this.ack(session, sequence);
+          break;
+      }
+      this.options.observer?.message(payload.$case);
+    }
+  }
+
+  private async flushBeats(): Promise<void> {
+    if (this.beats.size === 0) return;
+    const batch = [...this.beats.values()];
+    this.beats.clear();
+    await touchAgents(this.options.db, batch).catch((err: unknown) => this.log.warn({ event: 'heartbeats.flush_failed', beats: batch.length, err }));
+  }
+}

@@ -1,0 +1,330 @@
+// The leader's loop. Each tick is one fenced transaction: take the agents' messages from the
+// inbox and apply them to the node entries, plan every deployment, and store the plan — node
+// phases, desired systems, reboot grants and an event per change — before anything is sent.
+// After commit the replicas holding the affected streams are told to deliver, and the side
+// effects run: drains, uncordons, and Activate for nodes whose first healthy report came in.
+// Ticks run one at a time, on a wake-up (operator write, agent message, inventory change) or
+// every reconcile interval (timeouts, staleness).
+import type { Kysely } from 'kysely';
+import { ClientError, Status } from 'nice-grpc';
+import { type ActivationReport, RebootRequest } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
+import { NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
+import type { DatabaseNotifications } from '../../lib/db/notifications.js';
+import type { Logger } from '../../lib/log.js';
+import { applyActivationReport, applyRebootRequest, FAILED_PHASES, IN_PROGRESS, type NodeRollout, phaseName } from './domain/node-rollout.js';
+import { type AgentLiveness, nodeOwners, planRollout } from './domain/rollout-planner.js';
+import { fence, LeadershipLost } from './leader-election.js';
+import type { MachineInventory } from './machine-inventory.js';
+import type { NodeDrainer } from './node-drainer.js';
+import { allAgents, deleteInbox, isLive, takeInbox } from './store/agents.js';
+import { activationReportJson } from './store/documents.js';
+import { listDeployments, plannerStateChanged, rolloutPhaseName, updatePlannerState } from './store/deployments.js';
+import {
+  appendEvents,
+  deleteNodeRollouts,
+  grantReboot,
+  nodeRollouts,
+  type RolloutEvent,
+  saveDesiredSystems,
+  saveNodeRollouts,
+  setCordoned,
+  withdrawDesiredSystems,
+} from './store/rollouts.js';
+import type { HostsDatabase } from './store/tables.js';
+import { nodeListPayload, WAKEUP_CHANNELS } from './wakeups.js';
+
+const INBOX_BATCH = 5000;
+/** How often the same node is asked to drain while its drain is in progress. */
+const DRAIN_CALL_INTERVAL_MS = 5_000;
+
+export interface RolloutControllerObserver {
+  tick(seconds: number, outcome: 'ok' | 'failed' | 'deposed'): void;
+  leader(isLeader: boolean): void;
+}
+
+export interface RolloutControllerOptions {
+  readonly db: Kysely<HostsDatabase>;
+  readonly log: Logger;
+  readonly replica: string;
+  readonly inventory: MachineInventory;
+  readonly drainer: NodeDrainer | undefined;
+  readonly notifications: DatabaseNotifications | undefined;
+  readonly staleAfterMs: number;
+  readonly reconcileIntervalMs: number;
+  readonly rebootGrantMs: number;
+  /** Delivers to streams this replica holds, without waiting for the notification to come back. */
+  readonly deliverLocally: (nodeIds: readonly string[] | '*') => void;
+  readonly observer?: RolloutControllerObserver;
+}
+
+interface TickOutcome {
+  readonly deliver: string[];
+  readonly drains: { nodeId: string; deployment: string; revision: bigint }[];
+  readonly uncordons: { nodeId: string; deployment: string }[];
+  readonly draining: Set<string>;
+  readonly healthy: Set<string>;
+}
+
+export class RolloutController {
+  private epoch: bigint | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private timer: NodeJS.Timeout | undefined;
+  private unlisten: (() => void) | undefined;
+  private stopped = false;
+  /** Nodes the scheduler reported drained, for the next tick (leader memory; a new leader asks again). */
+  private readonly drained = new Set<string>();
+  private readonly drainCalls = new Map<string, number>();
+  private readonly drainsInFlight = new Set<string>();
+  private readonly activationsTried = new Map<string, bigint>();
+  private readonly log: Logger;
+
+  constructor(private readonly options: RolloutControllerOptions) {
+    this.log = options.log.child({ component: 'rollout-controller' });
+  }
+
+  get isLeader(): boolean {
+    return this.epoch !== undefined;
+  }
+
+  elected(epoch: bigint): void {
+    this.epoch = epoch;
+    this.drained.clear();
+    this.activationsTried.clear();
+    this.options.observer?.leader(true);
+    this.wake();
+  }
+
+  deposed(): void {
+    this.epoch = undefined;
+    this.options.observer?.leader(false);
+  }
+
+  start(): void {
+    this.unlisten = this.options.notifications?.listen(WAKEUP_CHANNELS.leader, { onNotification: () => this.wake(), onResync: () => this.wake() });
+    this.timer = setInterval(() => this.wake(), this.options.reconcileIntervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.unlisten?.();
+    await this.running;
+  }
+
+  /** Asks for a tick; several wake-ups during one tick make one more tick. */
+  wake(): void {
+    if (this.stopped || this.epoch === undefined) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.tickSafely();
+      } while (this.again && !this.stopped && this.epoch !== undefined);
+    })().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Resolves once no tick is running (tests and shutdown). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async tickSafely(): Promise<void> {
+    const epoch = this.epoch;
+    if (epoch === undefined || !this.options.inventory.ready) return;
+    const started = process.hrtime.bigint();
+    let outcome: 'ok' | 'failed' | 'deposed' = 'ok';
+    try {
+      const result = await this.tick(epoch);
+      this.afterCommit(epoch, result);
+    } catch (err) {
+      if (err instanceof LeadershipLost) {
+        outcome = 'deposed';
+        this.log.warn({ event: 'leader.superseded', epoch: String(epoch) });
+        if (this.epoch === epoch) this.deposed();
+      } else {
+        outcome = 'failed';
+        this.log.error({ event: 'reconcile.failed', err });
+      }
+    } finally {
+      this.options.observer?.tick(Number(process.hrtime.bigint() - started) / 1e9, outcome);
+    }
+  }
+
+  private async tick(epoch: bigint): Promise<TickOutcome> {
+    const now = new Date();
+    const staleBefore = new Date(now.getTime() - this.options.staleAfterMs);
+    const nodes = this.options.inventory.nodes();
+    const drained = new Set(this.drained);
+    const replica = this.options.replica;
+    return this.options.db.transaction().execute(async (trx) => {
+      await fence(trx, epoch, now);
+      const deployments = await listDeployments(trx, { lock: true });
+      const rowsByDeployment = await nodeRollouts(trx);
+      const agents = await allAgents(trx);
+      const inbox = await takeInbox(trx, INBOX_BATCH);
+      const liveness = new Map<string, AgentLiveness>(agents.map((a) => [a.nodeId, { connected: isLive(a, staleBefore), currentSystemPath: a.currentSystemPath }]));
+      const events: RolloutEvent[] = [];
+      const dirty = new Map<string, Map<string, NodeRollout>>();
+      const changeEvent = (deployment: string, before: NodeRollout | undefined, after: NodeRollout) => {
+        if (before && before.phase === after.phase) return;
+        events.push({ at: now, deployment, revision: after.revision, nodeId: after.nodeId, kind: 'node.phase', fromPhase: before ? phaseName(before.phase) : '', toPhase: phaseName(after.phase), message: after.message, replica });
+      };
+      const markDirty = (deployment: string, row: NodeRollout) => {
+        let m = dirty.get(deployment);
+        if (!m) dirty.set(deployment, (m = new Map()));
+        m.set(row.nodeId, row);
+      };
+
+      // The agents' messages, in the order they arrived.
+      for (const entry of inbox) {
+        const message = entry.kind === 'activation_report' ? activationReportJson.fromJson(entry.payload) : RebootRequest.fromJSON(entry.payload);
+        const rows = rowsByDeployment.get(message.deployment);
+        const row = rows?.get(entry.nodeId);
+        if (!rows || !row) continue;
+        const next =
+          entry.kind === 'activation_report'
+            ? applyActivationReport(row, message.deployment, message as ActivationReport, now)
+            : applyRebootRequest(row, message.deployment, message as RebootRequest);
+        if (!next) continue;
+        changeEvent(message.deployment, row, next);
+        rows.set(next.nodeId, next);
+        markDirty(message.deployment, next);
+      }
+
+      // Plan every deployment.
+      const owners = nodeOwners(deployments, nodes);
+      const deliver = new Set<string>();
+      const drains: TickOutcome['drains'] = [];
+      const uncordons: TickOutcome['uncordons'] = [];
+      const draining = new Set<string>();
+      const withdraw: { nodeId: string; deployment: string; revision: bigint }[] = [];
+      for (const d of deployments) {
+        const name = d.spec.name;
+        const rows = rowsByDeployment.get(name) ?? new Map<string, NodeRollout>();
+        const plan = planRollout({ deployment: d, rows, nodes, agents: liveness, owners, drain: { configured: this.options.drainer !== undefined, drained }, now, rebootGrantMs: this.options.rebootGrantMs });
+        for (const c of plan.changes) {
+          changeEvent(name, c.before, c.after);
+          markDirty(name, c.after);
+          rows.set(c.after.nodeId, c.after);
+          // An activation that ended without success is not handed out again.
+          if (c.before && IN_PROGRESS.has(c.before.phase) && (FAILED_PHASES.has(c.after.phase) || c.after.phase === P.NODE_ROLLOUT_PHASE_SKIPPED)) withdraw.push({ nodeId: c.after.nodeId, deployment: name, revision: c.before.revision });
+        }
+        for (const r of plan.removed) {
+          events.push({ at: now, deployment: name, revision: r.revision, nodeId: r.nodeId, kind: 'node.removed', fromPhase: phaseName(r.phase), toPhase: '', message: 'no longer selected', replica });
+          dirty.get(name)?.delete(r.nodeId);
+        }
+        await deleteNodeRollouts(trx, name, plan.removed.map((r) => r.nodeId));
+        for (const a of plan.activations) {
+          deliver.add(a.nodeId);
+          events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: '', toPhase: '', message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
+        }
+        await saveDesiredSystems(trx, plan.activations, now);
+        for (const g of plan.rebootGrants) {
+          deliver.add(g.nodeId);
+          await grantReboot(trx, g.nodeId, g.deadline, now);
+          events.push({ at: now, deployment: name, revision: d.revision, nodeId: g.nodeId, kind: 'decision.reboot_grant', fromPhase: '', toPhase: '', message: `reboot before ${g.deadline.toISOString()}`, replica });
+        }
+        for (const message of plan.decisions) events.push({ at: now, deployment: name, revision: d.revision, nodeId: '', kind: 'rollout.paused', fromPhase: '', toPhase: '', message, replica });
+        if (plan.deployment.rolloutPhase !== d.rolloutPhase) {
+          events.push({ at: now, deployment: name, revision: d.revision, nodeId: '', kind: 'rollout.phase', fromPhase: rolloutPhaseName(d.rolloutPhase), toPhase: rolloutPhaseName(plan.deployment.rolloutPhase), message: plan.deployment.statusMessage, replica });
+        }
+        if (plannerStateChanged(d, plan.deployment)) await updatePlannerState(trx, plan.deployment, now);
+        for (const nodeId of plan.drains) {
+          draining.add(nodeId);
+          drains.push({ nodeId, deployment: name, revision: d.revision });
+        }
+        for (const nodeId of plan.uncordons) uncordons.push({ nodeId, deployment: name });
+      }
+      for (const [name, rows] of dirty) await saveNodeRollouts(trx, name, [...rows.values()]);
+      await withdrawDesiredSystems(trx, withdraw);
+      await appendEvents(trx, events);
+      await deleteInbox(trx, inbox.map((e) => e.id));
+      const healthy = new Set(agents.filter((a) => isLive(a, staleBefore) && a.healthyBootId !== '' && a.healthyBootId === a.bootId).map((a) => a.nodeId));
+      if (inbox.length === INBOX_BATCH) this.again = true;
+      return { deliver: [...deliver], drains, uncordons, draining, healthy };
+    });
+  }
+
+  private afterCommit(epoch: bigint, t: TickOutcome): void {
+    if (t.deliver.length > 0) {
+      this.options.deliverLocally(t.deliver);
+      void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, nodeListPayload(t.deliver));
+    }
+    // What the scheduler said about nodes no longer draining is no longer news.
+    for (const n of [...this.drained]) if (!t.draining.has(n)) this.drained.delete(n);
+    for (const d of t.drains) this.requestDrain(d);
+    for (const u of t.uncordons) this.requestUncordon(epoch, u);
+    this.activateHealthy(epoch, t.healthy);
+  }
+
+  private requestDrain(d: { nodeId: string; deployment: string; revision: bigint }): void {
+    const drainer = this.options.drainer;
+    if (!drainer || this.drainsInFlight.has(d.nodeId)) return;
+    const last = this.drainCalls.get(d.nodeId) ?? 0;
+    if (Date.now() - last < DRAIN_CALL_INTERVAL_MS) return;
+    this.drainCalls.set(d.nodeId, Date.now());
+    this.drainsInFlight.add(d.nodeId);
+    drainer
+      .drain(d.nodeId, `host rollout ${d.deployment} revision ${d.revision}`)
+      .then((progress) => {
+        if (progress.drained) {
+          this.drained.add(d.nodeId);
+          this.wake();
+        } else {
+          this.log.debug({ event: 'drain.progress', node_id: d.nodeId, message: progress.message });
+        }
+      })
+      .catch((err: unknown) => this.log.warn({ event: 'drain.failed', node_id: d.nodeId, reason: err instanceof Error ? err.message : String(err) }))
+      .finally(() => this.drainsInFlight.delete(d.nodeId));
+  }
+
+  private requestUncordon(epoch: bigint, u: { nodeId: string; deployment: string }): void {
+    const drainer = this.options.drainer;
+    if (!drainer || this.drainsInFlight.has(u.nodeId)) return;
+    this.drainsInFlight.add(u.nodeId);
+    drainer
+      .uncordon(u.nodeId, `host rollout ${u.deployment}: node done`)
+      .then(async () => {
+        await this.options.db.transaction().execute(async (trx) => {
+          const now = new Date();
+          await fence(trx, epoch, now);
+          await setCordoned(trx, u.deployment, u.nodeId, false);
+          await appendEvents(trx, [{ at: now, deployment: u.deployment, revision: 0n, nodeId: u.nodeId, kind: 'decision.uncordon', fromPhase: '', toPhase: '', message: 'uncordoned through the fleet-scheduler', replica: this.options.replica }]);
+        });
+      })
+      .catch((err: unknown) => this.log.warn({ event: 'uncordon.failed', node_id: u.nodeId, reason: err instanceof Error ? err.message : String(err) }))
+      .finally(() => this.drainsInFlight.delete(u.nodeId));
+  }
+
+  /** The first healthy report of a node whose machine is `installed` moves it to `active`. */
+  private activateHealthy(epoch: bigint, healthy: ReadonlySet<string>): void {
+    for (const node of this.options.inventory.nodes()) {
+      if (node.machineState !== 'installed' || !healthy.has(node.nodeId)) continue;
+      if (this.activationsTried.get(node.machineId) === node.resourceVersion) continue;
+      this.activationsTried.set(node.machineId, node.resourceVersion);
+      this.options.inventory
+        .activate(node, 'first healthy nix-agent report')
+        .then(async () => {
+          this.log.info({ event: 'machine.activated', node_id: node.nodeId, machine_id: node.machineId });
+          await this.options.db.transaction().execute(async (trx) => {
+            const now = new Date();
+            await fence(trx, epoch, now);
+            await appendEvents(trx, [{ at: now, deployment: '', revision: 0n, nodeId: node.nodeId, kind: 'machine.activated', fromPhase: 'installed', toPhase: 'active', message: 'first healthy nix-agent report', replica: this.options.replica }]);
+          });
+        })
+        .catch((err: unknown) => {
+          // Another writer moved the machine first (ABORTED), or it is no longer installed: the
+          // watch brings its new version and the next tick looks again.
+          const code = err instanceof ClientError ? Status[err.code] : undefined;
+          this.log.warn({ event: 'machine.activate_failed', node_id: node.nodeId, code, reason: err instanceof Error ? err.message : String(err) });
+        });
+    }
+  }
+}

@@ -1,0 +1,259 @@
+// Node rollout entries, the desired system of each node, the rollout event log and the audit log.
+import { ActivationFailureReason, type DesiredSystem } from '../../../gen/ts/ultracloud/system/v1/system.js';
+import { type NodeRollout, phaseFromName, phaseName } from '../domain/node-rollout.js';
+import { desiredSystemJson } from './documents.js';
+import type { HostsDb, NodeRolloutsTable, Selectable } from './tables.js';
+
+function reasonColumn(r: ActivationFailureReason): string {
+  return r === ActivationFailureReason.ACTIVATION_FAILURE_REASON_UNSPECIFIED ? '' : (ActivationFailureReason[r] ?? '').replace(/^ACTIVATION_FAILURE_REASON_/, '');
+}
+
+function reasonFromColumn(s: string): ActivationFailureReason {
+  if (s === '') return ActivationFailureReason.ACTIVATION_FAILURE_REASON_UNSPECIFIED;
+  return (ActivationFailureReason as unknown as Record<string, ActivationFailureReason>)[`ACTIVATION_FAILURE_REASON_${s}`] ?? ActivationFailureReason.ACTIVATION_FAILURE_REASON_UNSPECIFIED;
+}
+
+export function nodeRolloutFromRow(r: Selectable<NodeRolloutsTable>): NodeRollout {
+  return {
+    nodeId: r.node_id,
+    revision: r.revision,
+    phase: phaseFromName(r.phase),
+    hostname: r.hostname,
+    failureDomain: r.failure_domain,
+    systemPath: r.system_path,
+    generation: r.generation,
+    failureReason: reasonFromColumn(r.failure_reason),
+    message: r.message,
+    attempts: r.attempts,
+    budgetCounted: r.budget_counted,
+    cordoned: r.cordoned,
+    rebootRequested: r.reboot_requested,
+    rebootGrantedAt: r.reboot_granted_at ?? undefined,
+    startedAt: r.started_at ?? undefined,
+    finishedAt: r.finished_at ?? undefined,
+    phaseChangedAt: r.phase_changed_at,
+  };
+}
+
+function nodeRolloutRow(deployment: string, n: NodeRollout): NodeRolloutsTable {
+  return {
+    deployment,
+    node_id: n.nodeId,
+    revision: n.revision,
+    phase: phaseName(n.phase),
+    hostname: n.hostname,
+    failure_domain: n.failureDomain,
+    system_path: n.systemPath,
+    generation: n.generation,
+    failure_reason: reasonColumn(n.failureReason),
+    message: n.message,
+    attempts: n.attempts,
+    budget_counted: n.budgetCounted,
+    cordoned: n.cordoned,
+    reboot_requested: n.rebootRequested,
+    reboot_granted_at: n.rebootGrantedAt ?? null,
+    started_at: n.startedAt ?? null,
+    finished_at: n.finishedAt ?? null,
+    phase_changed_at: n.phaseChangedAt,
+  };
+}
+
+/** Every entry of `deployment`, or of every deployment (keyed by deployment, then node). */
+export async function nodeRollouts(db: HostsDb, deployment?: string): Promise<Map<string, Map<string, NodeRollout>>> {
+  let q = db.selectFrom('node_rollouts').selectAll();
+  if (deployment !== undefined) q = q.where('deployment', '=', deployment);
+  const out = new Map<string, Map<string, NodeRollout>>();
+  for (const r of await q.execute()) {
+    let rows = out.get(r.deployment);
+    if (!rows) out.set(r.deployment, (rows = new Map()));
+    rows.set(r.node_id, nodeRolloutFromRow(r));
+  }
+  return out;
+}
+
+/** Rows per statement: keeps each INSERT well below PostgreSQL's 65535 bind parameters. */
+const BATCH = 500;
+
+function batches<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += BATCH) out.push(items.slice(i, i + BATCH));
+  return out;
+}
+
+export async function saveNodeRollouts(db: HostsDb, deployment: string, rows: readonly NodeRollout[]): Promise<void> {
+  for (const batch of batches(rows)) {
+    await db
+      .insertInto('node_rollouts')
+      .values(batch.map((r) => nodeRolloutRow(deployment, r)))
+      .onConflict((oc) =>
+        oc.columns(['deployment', 'node_id']).doUpdateSet((eb) => ({
+          revision: eb.ref('excluded.revision'),
+          phase: eb.ref('excluded.phase'),
+          hostname: eb.ref('excluded.hostname'),
+          failure_domain: eb.ref('excluded.failure_domain'),
+          system_path: eb.ref('excluded.system_path'),
+          generation: eb.ref('excluded.generation'),
+          failure_reason: eb.ref('excluded.failure_reason'),
+          message: eb.ref('excluded.message'),
+          attempts: eb.ref('excluded.attempts'),
+          budget_counted: eb.ref('excluded.budget_counted'),
+          cordoned: eb.ref('excluded.cordoned'),
+          reboot_requested: eb.ref('excluded.reboot_requested'),
+          reboot_granted_at: eb.ref('excluded.reboot_granted_at'),
+          started_at: eb.ref('excluded.started_at'),
+          finished_at: eb.ref('excluded.finished_at'),
+          phase_changed_at: eb.ref('excluded.phase_changed_at'),
+        })),
+      )
+      .execute();
+  }
+}
+
+export async function deleteNodeRollouts(db: HostsDb, deployment: string, nodeIds: readonly string[]): Promise<void> {
+  if (nodeIds.length === 0) return;
+  await db.deleteFrom('node_rollouts').where('deployment', '=', deployment).where('node_id', 'in', nodeIds).execute();
+}
+
+/** ResumeHostDeployment: failures so far no longer count against the budget. */
+export async function forgiveFailures(db: HostsDb, deployment: string): Promise<number> {
+  const r = await db.updateTable('node_rollouts').set({ budget_counted: false }).where('deployment', '=', deployment).where('budget_counted', '=', true).executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
+export async function setCordoned(db: HostsDb, deployment: string, nodeId: string, cordoned: boolean): Promise<void> {
+  await db.updateTable('node_rollouts').set({ cordoned }).where('deployment', '=', deployment).where('node_id', '=', nodeId).execute();
+}
+
+// ---- desired systems --------------------------------------------------------------------------
+
+export interface StoredDesiredSystem {
+  readonly desired: DesiredSystem;
+  /** Set while a reboot grant for this desired system is outstanding. */
+  readonly rebootGrantDeadline: Date | undefined;
+}
+
+export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
+  for (const batch of batches(desired)) {
+    await db
+      .insertInto('desired_systems')
+      .values(batch.map((d) => ({ node_id: d.nodeId, deployment: d.deployment, revision: d.revision, desired: JSON.stringify(desiredSystemJson.toJson(d)), reboot_grant_deadline: null, decided_at: now, updated_at: now })))
+      .onConflict((oc) =>
+        oc.column('node_id').doUpdateSet((eb) => ({
+          deployment: eb.ref('excluded.deployment'),
+          revision: eb.ref('excluded.revision'),
+          desired: eb.ref('excluded.desired'),
+          reboot_grant_deadline: null,
+          decided_at: eb.ref('excluded.decided_at'),
+          updated_at: eb.ref('excluded.updated_at'),
+        })),
+      )
+      .execute();
+  }
+}
+
+export async function grantReboot(db: HostsDb, nodeId: string, deadline: Date, now: Date): Promise<void> {
+  await db.updateTable('desired_systems').set({ reboot_grant_deadline: deadline, updated_at: now }).where('node_id', '=', nodeId).execute();
+}
+
+export async function desiredSystemsOf(db: HostsDb, nodeIds: readonly string[]): Promise<Map<string, StoredDesiredSystem>> {
+  const out = new Map<string, StoredDesiredSystem>();
+  if (nodeIds.length === 0) return out;
+  const rows = await db.selectFrom('desired_systems').select(['node_id', 'desired', 'reboot_grant_deadline']).where('node_id', 'in', [...nodeIds]).execute();
+  for (const r of rows) out.set(r.node_id, { desired: desiredSystemJson.fromJson(r.desired), rebootGrantDeadline: r.reboot_grant_deadline ?? undefined });
+  return out;
+}
+
+// ---- the rollout event log ------------------------------------------------------------------
+
+export interface RolloutEvent {
+  readonly at: Date;
+  readonly deployment: string;
+  readonly revision: bigint;
+  readonly nodeId: string;
+  /**
+   * `node.phase` (a node entry changed phase), `node.removed`, `decision.activate` (a desired
+   * system handed over), `decision.drain`, `decision.reboot_grant`, `decision.uncordon`,
+   * `rollout.phase`, `rollout.paused`, `deployment.applied|paused|resumed|aborted|deleted`,
+   * `machine.activated`.
+   */
+  readonly kind: string;
+  readonly fromPhase: string;
+  readonly toPhase: string;
+  readonly message: string;
+  readonly replica: string;
+}
+
+export async function appendEvents(db: HostsDb, events: readonly RolloutEvent[]): Promise<void> {
+  for (const batch of batches(events)) {
+    await db
+      .insertInto('rollout_events')
+      .values(batch.map((e) => ({ at: e.at, deployment: e.deployment, revision: e.revision, node_id: e.nodeId, kind: e.kind, from_phase: e.fromPhase, to_phase: e.toPhase, message: e.message, replica: e.replica })))
+      .execute();
+  }
+}
+
+export async function listEvents(db: HostsDb, query: { deployment?: string; nodeId?: string; afterId?: bigint; limit?: number } = {}): Promise<(RolloutEvent & { id: bigint })[]> {
+  let q = db.selectFrom('rollout_events').selectAll().orderBy('id');
+  if (query.deployment !== undefined) q = q.where('deployment', '=', query.deployment);
+  if (query.nodeId !== undefined) q = q.where('node_id', '=', query.nodeId);
+  if (query.afterId !== undefined) q = q.where('id', '>', query.afterId);
+  q = q.limit(query.limit ?? 10_000);
+  return (await q.execute()).map((r) => ({
+    id: r.id,
+    at: r.at,
+    deployment: r.deployment,
+    revision: r.revision,
+    nodeId: r.node_id,
+    kind: r.kind,
+    fromPhase: r.from_phase,
+    toPhase: r.to_phase,
+    message: r.message,
+    replica: r.replica,
+  }));
+}
+
+// ---- the audit log of operator calls ----------------------------------------------------------
+
+export interface AuditEntry {
+  readonly at: Date;
+  readonly actor: string;
+  readonly actorKind: string;
+  readonly rpc: string;
+  readonly deployment: string;
+  /** `apply.create`, `apply.update`, `apply.delete`, `pause`, `resume`, `abort`, `delete`. */
+  readonly action: string;
+  readonly reason: string;
+  readonly outcome: 'ALLOWED' | 'DENIED';
+  readonly revision?: bigint;
+  readonly resourceVersion?: bigint;
+  readonly peer: string;
+}
+
+export async function appendAudit(db: HostsDb, e: AuditEntry): Promise<void> {
+  await db
+    .insertInto('audit_events')
+    .values({
+      at: e.at,
+      actor: e.actor,
+      actor_kind: e.actorKind,
+      rpc: e.rpc,
+      deployment: e.deployment,
+      action: e.action,
+      reason: e.reason,
+      outcome: e.outcome,
+      revision: e.revision ?? null,
+      resource_version: e.resourceVersion ?? null,
+      peer: e.peer,
+    })
+    .execute();
+}
+
+/**
+ * Takes back desired systems whose activation ended without success, so a reconnecting agent is
+ * not handed them again (it would try once more); a confirmed one stays, harmless to repeat.
+ */
+export async function withdrawDesiredSystems(db: HostsDb, items: readonly { nodeId: string; deployment: string; revision: bigint }[]): Promise<void> {
+  for (const i of items) {
+    await db.deleteFrom('desired_systems').where('node_id', '=', i.nodeId).where('deployment', '=', i.deployment).where('revision', '=', i.revision).execute();
+  }
+}
