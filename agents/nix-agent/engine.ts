@@ -16,7 +16,7 @@ import { ActivationFailureReason, type DesiredSystem } from '../../gen/ts/ultrac
 import type { Logger } from '../../lib/log.js';
 import { type CommandRunner, type CommandResult, failureMessage, killProcessGroup } from './commands.js';
 import { runHealthCheck } from './health.js';
-import { isTerminalPhase, type JournalFile, type JournalRecord } from './journal.js';
+import { CorruptJournalError, isTerminalPhase, type JournalFile, type JournalRecord } from './journal.js';
 import { buildFlakeSystem, realiseSystem, type SystemProfile } from './nix.js';
 import { type ActivationPlan, InvalidDesiredSystemError, resolveActivationPlan, type SwitchAction } from './policy.js';
 
@@ -139,7 +139,13 @@ export class ActivationEngine {
   ) {
     this.log = settings.logger.child({ component: 'nix-agent.engine' });
     this.now = settings.now ?? (() => new Date());
-    this.last = settings.journal.read();
+    try {
+      this.last = settings.journal.read();
+    } catch (err) {
+      if (!(err instanceof CorruptJournalError)) throw err;
+      // Written atomically, so only a damaged disk gets here; starting is better than not.
+      this.log.error({ event: 'journal.corrupt', path: err.path, moved_to: err.movedTo, err });
+    }
   }
 
   /** The last journal entry, as sent in the hello. */

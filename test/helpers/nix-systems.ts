@@ -105,6 +105,20 @@ export async function buildTestSystems(root: string, systems: Readonly<Record<st
   return paths;
 }
 
+/**
+ * A flake in `<root>/flake-<name>` whose output `system` is a test system (flakes evaluate
+ * purely, so the platform is written in); returns its `path:` reference.
+ */
+export async function writeTestFlake(root: string, name: string, behaviour: SwitchBehaviour): Promise<string> {
+  const platform = JSON.parse((await run('nix-instantiate', ['--eval', '--json', '-E', 'builtins.currentSystem'], { timeout: 60_000 })).stdout) as string;
+  const dir = join(root, `flake-${name}`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'systems.json'), JSON.stringify({ system: { name: `ultracloud-test-${name}`, switchScript: switchScript(name, behaviour, root), healthScript: healthScript(behaviour) } }));
+  writeFileSync(join(dir, 'default.nix'), SYSTEMS_NIX.replace('builtins.currentSystem', JSON.stringify(platform)));
+  writeFileSync(join(dir, 'flake.nix'), '{ outputs = { self }: import ./default.nix; }\n');
+  return `path:${dir}`;
+}
+
 /** `nix-env -p <profile> --set <path>` from the test, as an operator would. */
 export async function setProfile(profile: string, systemPath: string): Promise<void> {
   await run('nix-env', ['-p', profile, '--set', systemPath], { timeout: 120_000 });

@@ -25,6 +25,7 @@ import {
   removeTestHost,
   type SwitchBehaviour,
   type TestHost,
+  writeTestFlake,
 } from '../helpers/nix-systems.js';
 
 const logger = createLogger({ level: 'silent' });
@@ -85,6 +86,7 @@ interface HarnessOptions {
   readonly grant?: 'now' | 'never' | 'superseded';
   readonly controllerReachable?: () => boolean;
   readonly rebootExitCode?: number;
+  readonly copyCommand?: readonly string[];
 }
 
 function hostView(host: TestHost, bootId: string): HostView {
@@ -134,6 +136,7 @@ function harness(host: TestHost, options: HarnessOptions = {}): Harness {
       gcRoot: join(host.stateDir, 'target'),
       nodeId: 'node-1',
       killGraceMs: 500,
+      ...(options.copyCommand ? { copyCommand: options.copyCommand } : {}),
     },
     hooks,
   );
@@ -466,5 +469,27 @@ nixTest('an agent restarted with the journal at ACTIVATING rolls back with AGENT
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_AGENT_RESTARTED);
     t.deepEqual(await generations(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
+  });
+});
+
+nixTest('a target given only as a flake is built locally and activated; a configured copy command runs before realising', async (t) => {
+  await withHost({}, async (host) => {
+    const copyLog = join(host.root, 'copies.log');
+    const copy = join(host.root, 'copy.sh');
+    writeFileSync(copy, `#!/bin/sh\necho "$*" >> '${copyLog}'\n`);
+    chmodSync(copy, 0o755);
+    const h = harness(host, { copyCommand: [copy, '--from', 'cache-host'] });
+    const flakeRef = await writeTestFlake(host.root, 'flaked', 'succeed');
+    const report = finished(t, await h.engine.activate({ ...desired(''), flakeRef, flakeAttr: 'system' }, stop));
+    t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
+    t.regex(report.systemPath, /^\/nix\/store\/[0-9a-z]{32}-ultracloud-test-flaked$/);
+    t.is(currentSystem(host), report.systemPath);
+    t.deepEqual(activationLog(host), ['flaked switch start', 'flaked switch done']);
+    // The flake's output is already local; a store path from the controller goes through the copy command.
+    t.false(existsSync(copyLog));
+    const again = finished(t, await h.engine.activate(desired(host.systems.base as string, { revision: 2n }), stop));
+    t.is(again.phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
+    t.is(readFileSync(copyLog, 'utf8'), `--from cache-host ${host.systems.base}\n`);
+    t.deepEqual(await generations(host), ['1:base', `2:${report.systemPath}`, '3:base*']);
   });
 });
