@@ -6,6 +6,7 @@ import { applyCommand, type ApplyOptions } from './commands/apply.js';
 import { listMachinesCommand, showMachineCommand, type ListOptions } from './commands/machines.js';
 import { statusCommand } from './commands/status.js';
 import { registerTokensCommands } from './commands/tokens.js';
+import { registerRolloutsCommands } from './commands/rollouts.js';
 import { watchMachinesCommand, type WatchOptions } from './commands/watch.js';
 import { addTransitionCommands } from './commands/transitions.js';
 import { eventsCommand, type EventsOptions } from './commands/events.js';
@@ -98,6 +99,7 @@ program
   .action((opts: EventsOptions) => withConnection((c) => eventsCommand(c, opts)));
 
 registerTokensCommands(program, withConnection);
+registerRolloutsCommands(program, withConnection);
 
 try {
   await program.parseAsync(process.argv);
