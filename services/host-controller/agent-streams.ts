@@ -193,7 +193,8 @@ export class AgentStreams {
       this.log.info({ event: 'desired_system.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
     }
     const deadline = stored.rebootGrantDeadline?.getTime();
-    if (deadline !== undefined && deadline > Date.now() && session.sentGrant !== deadline) {
+    const sameBoot = stored.rebootGrantBootId === '' || stored.rebootGrantBootId === session.bootId;
+    if (deadline !== undefined && deadline > Date.now() && sameBoot && session.sentGrant !== deadline) {
       session.outbox.push({ payload: { $case: 'rebootGrant', value: { deployment: d.deployment, revision: d.revision, deadline: new Date(deadline) } } });
       session.sentGrant = deadline;
       this.log.info({ event: 'reboot_grant.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });

@@ -91,7 +91,7 @@ export class MachineInventory {
   /** MachineService.Activate: INSTALLED -> ACTIVE, guarded by the machine's resource_version. */
   async activate(node: NodeFacts, reason: string): Promise<Machine | undefined> {
     const client = this.connect();
-    const res = await client.activate({ machineId: node.machineId, reason, expectedResourceVersion: node.resourceVersion }, { deadline: Date.now() + 15_000 });
+    const res = await client.activate({ machineId: node.machineId, reason, expectedResourceVersion: node.resourceVersion }, { deadline: 15_000 });
     return res.machine;
   }
 

@@ -169,6 +169,9 @@ export class RolloutController {
       const rowsByDeployment = await nodeRollouts(trx);
       const agents = await allAgents(trx);
       const inbox = await takeInbox(trx, INBOX_BATCH);
+      // As loaded, to see which activations this tick ended (by report or by plan).
+      const loaded = new Map([...rowsByDeployment].map(([name, rows]) => [name, new Map(rows)]));
+      const bootIds = new Map(agents.map((a) => [a.nodeId, a.bootId]));
       const liveness = new Map<string, AgentLiveness>(agents.map((a) => [a.nodeId, { connected: isLive(a, staleBefore), currentSystemPath: a.currentSystemPath }]));
       const events: RolloutEvent[] = [];
       const dirty = new Map<string, Map<string, NodeRollout>>();
@@ -213,8 +216,6 @@ export class RolloutController {
           changeEvent(name, c.before, c.after);
           markDirty(name, c.after);
           rows.set(c.after.nodeId, c.after);
-          // An activation that ended without success is not handed out again.
-          if (c.before && IN_PROGRESS.has(c.before.phase) && (FAILED_PHASES.has(c.after.phase) || c.after.phase === P.NODE_ROLLOUT_PHASE_SKIPPED)) withdraw.push({ nodeId: c.after.nodeId, deployment: name, revision: c.before.revision });
         }
         for (const r of plan.removed) {
           events.push({ at: now, deployment: name, revision: r.revision, nodeId: r.nodeId, kind: 'node.removed', fromPhase: phaseName(r.phase), toPhase: '', message: 'no longer selected', replica });
@@ -228,7 +229,7 @@ export class RolloutController {
         await saveDesiredSystems(trx, plan.activations, now);
         for (const g of plan.rebootGrants) {
           deliver.add(g.nodeId);
-          await grantReboot(trx, g.nodeId, g.deadline, now);
+          await grantReboot(trx, g.nodeId, g.deadline, bootIds.get(g.nodeId) ?? '', now);
           events.push({ at: now, deployment: name, revision: d.revision, nodeId: g.nodeId, kind: 'decision.reboot_grant', fromPhase: '', toPhase: '', message: `reboot before ${g.deadline.toISOString()}`, replica });
         }
         for (const message of plan.decisions) events.push({ at: now, deployment: name, revision: d.revision, nodeId: '', kind: 'rollout.paused', fromPhase: '', toPhase: '', message, replica });
@@ -242,7 +243,14 @@ export class RolloutController {
         }
         for (const nodeId of plan.uncordons) uncordons.push({ nodeId, deployment: name });
       }
-      for (const [name, rows] of dirty) await saveNodeRollouts(trx, name, [...rows.values()]);
+      for (const [name, rows] of dirty) {
+        await saveNodeRollouts(trx, name, [...rows.values()]);
+        // An activation that ended without success is not handed out again.
+        for (const row of rows.values()) {
+          const before = loaded.get(name)?.get(row.nodeId);
+          if (before && IN_PROGRESS.has(before.phase) && (FAILED_PHASES.has(row.phase) || row.phase === P.NODE_ROLLOUT_PHASE_SKIPPED)) withdraw.push({ nodeId: row.nodeId, deployment: name, revision: before.revision });
+        }
+      }
       await withdrawDesiredSystems(trx, withdraw);
       await appendEvents(trx, events);
       await deleteInbox(trx, inbox.map((e) => e.id));

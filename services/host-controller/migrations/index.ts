@@ -163,4 +163,11 @@ export const hostsMigrations: readonly NamedServiceMigration[] = [
       await sql`INSERT INTO controller_leader (id, epoch, replica) VALUES (1, 0, '')`.execute(db);
     },
   },
+  {
+    name: '0002_reboot_grant_boot',
+    async up(db) {
+      // A reboot grant is for the boot it was given to: once the node has rebooted it is spent.
+      await db.schema.alterTable('desired_systems').addColumn('reboot_grant_boot_id', 'text', (c) => c.notNull().defaultTo('')).execute();
+    },
+  },
 ];

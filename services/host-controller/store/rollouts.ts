@@ -130,6 +130,8 @@ export interface StoredDesiredSystem {
   readonly desired: DesiredSystem;
   /** Set while a reboot grant for this desired system is outstanding. */
   readonly rebootGrantDeadline: Date | undefined;
+  /** The node's boot id when granted ("" when unknown): a rebooted node has used the grant. */
+  readonly rebootGrantBootId: string;
 }
 
 export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
@@ -143,6 +145,7 @@ export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredS
           revision: eb.ref('excluded.revision'),
           desired: eb.ref('excluded.desired'),
           reboot_grant_deadline: null,
+          reboot_grant_boot_id: '',
           decided_at: eb.ref('excluded.decided_at'),
           updated_at: eb.ref('excluded.updated_at'),
         })),
@@ -151,15 +154,15 @@ export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredS
   }
 }
 
-export async function grantReboot(db: HostsDb, nodeId: string, deadline: Date, now: Date): Promise<void> {
-  await db.updateTable('desired_systems').set({ reboot_grant_deadline: deadline, updated_at: now }).where('node_id', '=', nodeId).execute();
+export async function grantReboot(db: HostsDb, nodeId: string, deadline: Date, bootId: string, now: Date): Promise<void> {
+  await db.updateTable('desired_systems').set({ reboot_grant_deadline: deadline, reboot_grant_boot_id: bootId, updated_at: now }).where('node_id', '=', nodeId).execute();
 }
 
 export async function desiredSystemsOf(db: HostsDb, nodeIds: readonly string[]): Promise<Map<string, StoredDesiredSystem>> {
   const out = new Map<string, StoredDesiredSystem>();
   if (nodeIds.length === 0) return out;
-  const rows = await db.selectFrom('desired_systems').select(['node_id', 'desired', 'reboot_grant_deadline']).where('node_id', 'in', [...nodeIds]).execute();
-  for (const r of rows) out.set(r.node_id, { desired: desiredSystemJson.fromJson(r.desired), rebootGrantDeadline: r.reboot_grant_deadline ?? undefined });
+  const rows = await db.selectFrom('desired_systems').select(['node_id', 'desired', 'reboot_grant_deadline', 'reboot_grant_boot_id']).where('node_id', 'in', [...nodeIds]).execute();
+  for (const r of rows) out.set(r.node_id, { desired: desiredSystemJson.fromJson(r.desired), rebootGrantDeadline: r.reboot_grant_deadline ?? undefined, rebootGrantBootId: r.reboot_grant_boot_id });
   return out;
 }
 

@@ -59,6 +59,8 @@ export interface DesiredSystemsTable {
   revision: bigint;
   desired: Json;
   reboot_grant_deadline: Date | null;
+  /** Boot id of the node when the grant was given; the grant is spent once it differs. */
+  reboot_grant_boot_id: Generated<string>;
   decided_at: Date;
   updated_at: Date;
 }
