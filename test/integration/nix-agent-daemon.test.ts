@@ -4,19 +4,19 @@
 // heartbeats, reports resent after a reconnect), magic rollback over a real new connection,
 // SIGKILL mid-activation and mid-confirmation followed by a restart, the boot strategy with a
 // reboot command and a restart with a new boot id, and kexec machine commands.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { ActivationPhase, type ActivationReport, MachineCommandKind, MachineCommandPhase } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
 import { ActivationFailureReason, ActivationStrategy, type DesiredSystem } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { signalProcessGroup } from '../../agents/nix-agent/commands.js';
-import { JOURNAL_FILE } from '../../agents/nix-agent/journal.js';
 import { eventually } from '../helpers/eventually.js';
 import { nixAvailability, nixTest as anyOrderNixTest } from '../helpers/nix.js';
 import { activationLog, createTestHost, currentSystem, listGenerations, rebootHost, removeTestHost, type SwitchBehaviour, type TestHost } from '../helpers/nix-systems.js';
+import { hostScripts, type NixAgentProcess, readJournal, startNixAgentProcess } from '../helpers/nix-agent-process.js';
 import { type Relay, ScriptedHostController, startRelay } from '../helpers/scripted-host-controller.js';
 import { cleanEnv, ULTRACLOUD_BIN } from '../helpers/ultracloud-process.js';
 
@@ -47,82 +47,36 @@ function desired(systemPath: string, o: { revision?: bigint; strategy?: Activati
   };
 }
 
-interface AgentProcess {
-  readonly child: ChildProcess;
-  readonly lines: string[];
-  readonly exited: Promise<number | null>;
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
-}
-
 interface Fixture {
   readonly host: TestHost;
   readonly controller: ScriptedHostController;
   readonly relay: Relay;
   readonly rebootLog: string;
   readonly kexecLog: string;
-  start(bootId?: string): AgentProcess;
-}
-
-function script(path: string, body: string): string {
-  writeFileSync(path, `#!/bin/sh\n${body}\n`);
-  chmodSync(path, 0o755);
-  return path;
+  start(bootId?: string): NixAgentProcess;
 }
 
 async function fixture(t: ExecutionContext, systems: Readonly<Record<string, SwitchBehaviour>>): Promise<Fixture> {
   const host = await createTestHost(systems);
   const controller = await ScriptedHostController.start(NODE);
   const relay = await startRelay(controller.server.address, host.blockedFile);
-  const rebootLog = join(host.root, 'reboots.log');
-  const kexecLog = join(host.root, 'kexec.log');
-  const reboot = script(join(host.root, 'reboot.sh'), `echo "reboot $*" >> '${rebootLog}'`);
-  const kexec = script(join(host.root, 'kexec.sh'), `echo "kexec $*" >> '${kexecLog}'`);
-  const kexecExec = script(join(host.root, 'kexec-exec.sh'), `echo "exec $*" >> '${kexecLog}'`);
-  const agents: AgentProcess[] = [];
+  const scripts = hostScripts(host);
+  const agents: NixAgentProcess[] = [];
   t.teardown(async () => {
     for (const a of agents) await a.stop('SIGKILL');
     await relay.close();
     await controller.stop();
     removeTestHost(host);
   });
-  const start = (bootId = 'boot-1'): AgentProcess => {
-    const args = [
-      ULTRACLOUD_BIN, 'nix-agent',
-      '--host-controller', relay.address,
-      '--tls-cert', controller.credentials.certFile,
-      '--tls-key', controller.credentials.keyFile,
-      '--ca', controller.credentials.caFile,
-      '--system-profile', host.profile,
-      '--state-dir', host.stateDir,
-      '--current-system', host.currentSystemLink,
-      '--booted-system', host.bootedSystemLink,
-      '--boot-id', bootId,
-      '--reboot-command', `${reboot} --now`,
-      '--kexec-command', kexec,
-      '--kexec-exec-command', kexecExec,
-      '--system-state-command', 'echo running',
-    ];
-    const child = spawn(process.execPath, args, { env: cleanEnv({ ULTRACLOUD_LOG_LEVEL: 'debug' }), stdio: ['ignore', 'pipe', 'pipe'] });
-    const lines: string[] = [];
-    child.stdout?.on('data', (c: Buffer) => lines.push(...c.toString().split('\n').filter(Boolean)));
-    child.stderr?.on('data', (c: Buffer) => lines.push(c.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const agent: AgentProcess = {
-      child,
-      lines,
-      exited,
-      stop: (signal = 'SIGTERM') => {
-        if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-        return exited;
-      },
-    };
+  const start = (bootId = 'boot-1'): NixAgentProcess => {
+    const agent = startNixAgentProcess(host, relay.address, controller.credentials, bootId, scripts.args);
     agents.push(agent);
     t.teardown(() => {
-      if (!t.passed) t.log(lines.slice(-80).join('\n'));
+      if (!t.passed) t.log(agent.lines.slice(-80).join('\n'));
     });
     return agent;
   };
-  return { host, controller, relay, rebootLog, kexecLog, start };
+  return { host, controller, relay, rebootLog: scripts.rebootLog, kexecLog: scripts.kexecLog, start };
 }
 
 function reports(controller: ScriptedHostController): ActivationReport[] {
@@ -143,14 +97,6 @@ async function finalReport(controller: ScriptedHostController, timeoutMs = 60_00
 async function generations(host: TestHost): Promise<string[]> {
   const names = Object.fromEntries(Object.entries(host.systems).map(([name, path]) => [path, name]));
   return (await listGenerations(host.profile)).map((g) => `${g.generation}:${names[g.systemPath ?? ''] ?? g.systemPath}${g.current ? '*' : ''}`);
-}
-
-function journal(host: TestHost): { journal: { phase: string }; switchProcessGroup?: number } | undefined {
-  try {
-    return JSON.parse(readFileSync(join(host.stateDir, JOURNAL_FILE), 'utf8')) as { journal: { phase: string }; switchProcessGroup?: number };
-  } catch {
-    return undefined;
-  }
 }
 
 nixTest('the agent opens its stream with its certificate, says hello with the host state, and sends heartbeats', async (t) => {
@@ -187,7 +133,7 @@ nixTest('a desired system is activated and confirmed by a stream on a new connec
   t.like(hellos.at(-1), { profileGeneration: 2n, currentSystemPath: f.host.systems.next });
   // The controller sends the same desired system on every new stream: applied once.
   t.deepEqual(activationLog(f.host), ['next switch start', 'next switch done']);
-  t.is(journal(f.host)?.journal.phase, 'ACTIVATION_PHASE_CONFIRMED');
+  t.is(readJournal(f.host)?.journal.phase, 'ACTIVATION_PHASE_CONFIRMED');
 });
 
 nixTest('a system that refuses new connections is rolled back at the confirm timeout, and the outcome reaches the controller', async (t) => {
@@ -207,8 +153,8 @@ nixTest('an agent killed (SIGKILL) while switch-to-configuration runs: the resta
   f.controller.desired = desired(f.host.systems.stuck as string, { activationS: 600 });
   const first = f.start();
   await eventually(async () => (activationLog(f.host).includes('stuck switch hanging') ? true : undefined), 60_000, 'the switch to hang');
-  const pgid = (await eventually(async () => journal(f.host)?.switchProcessGroup, 10_000, 'the switch process group in the journal')) as number;
-  t.is(journal(f.host)?.journal.phase, 'ACTIVATION_PHASE_ACTIVATING');
+  const pgid = (await eventually(async () => readJournal(f.host)?.switchProcessGroup, 10_000, 'the switch process group in the journal')) as number;
+  t.is(readJournal(f.host)?.journal.phase, 'ACTIVATION_PHASE_ACTIVATING');
   await first.stop('SIGKILL');
   t.true(signalProcessGroup(pgid, 0), 'switch-to-configuration outlives the killed agent');
 
@@ -228,7 +174,7 @@ nixTest('an agent killed while confirming: the restarted agent confirms the gene
   const f = await fixture(t, { island: 'disconnect' });
   f.controller.desired = desired(f.host.systems.island as string, { confirmS: 120 });
   const first = f.start();
-  await eventually(async () => (journal(f.host)?.journal.phase === 'ACTIVATION_PHASE_CONFIRMING' ? true : undefined), 60_000, 'CONFIRMING in the journal');
+  await eventually(async () => (readJournal(f.host)?.journal.phase === 'ACTIVATION_PHASE_CONFIRMING' ? true : undefined), 60_000, 'CONFIRMING in the journal');
   await first.stop('SIGKILL');
   // The network comes back (say, the operator fixed the firewall) before the agent restarts.
   rmSync(f.host.blockedFile, { force: true });
