@@ -47,7 +47,11 @@ export async function startUltracloud(command: string, options: StartOptions = {
   const output: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ready = await new Promise<{ address: string; ca_file?: string; metrics?: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`ultracloud ${command} not ready after ${options.timeoutMs ?? START_TIMEOUT_MS} ms:\n${output.join('')}`)), options.timeoutMs ?? START_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      // A server that never got ready must not outlive the test (ava would wait for it).
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      reject(new Error(`ultracloud ${command} not ready after ${options.timeoutMs ?? START_TIMEOUT_MS} ms:\n${output.join('')}`));
+    }, options.timeoutMs ?? START_TIMEOUT_MS);
     let buffer = '';
     const onData = (chunk: Buffer) => {
       buffer += chunk.toString();
