@@ -118,6 +118,7 @@ export class AgentStreams {
   private readonly pendingDelivery = new Set<string>();
   private deliverAll = false;
   private deliveryScheduled = false;
+  private inventoryCheckScheduled = false;
   private flushTimer: NodeJS.Timeout | undefined;
   private unlisten: (() => void)[] = [];
   private readonly log: Logger;
@@ -199,6 +200,21 @@ export class AgentStreams {
       session.sentGrant = deadline;
       this.log.info({ event: 'reboot_grant.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
     }
+  }
+
+  /** The deployer's machines changed: streams of nodes that lost their assignment end. */
+  inventoryChanged(): void {
+    if (this.inventoryCheckScheduled || !this.options.inventory.ready) return;
+    this.inventoryCheckScheduled = true;
+    setImmediate(() => {
+      this.inventoryCheckScheduled = false;
+      const known = new Set(this.options.inventory.nodes().map((n) => n.nodeId));
+      for (const session of [...this.sessions.values()]) {
+        if (known.has(session.nodeId)) continue;
+        this.sessions.delete(session.nodeId);
+        session.outbox.end(new FailedPreconditionError(`node ${session.nodeId} no longer has an assignment in the deployer`));
+      }
+    });
   }
 
   private async checkOwner(nodeId: string): Promise<void> {

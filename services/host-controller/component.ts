@@ -117,7 +117,14 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
       const staleAfterMs = 3 * config.heartbeatIntervalMs;
       const notifications = context.notifications;
       // The callbacks below run only once the component runs, after every object exists.
-      const inventory = new MachineInventory({ log, endpoint, onChange: () => rolloutController.wake() });
+      const inventory = new MachineInventory({
+        log,
+        endpoint,
+        onChange: () => {
+          rolloutController.wake();
+          agentStreams.inventoryChanged();
+        },
+      });
       const metrics: HostControllerMetrics | undefined = context.metrics ? registerHostControllerMetrics(context.metrics, db, log, (): number => agentStreams.size, staleAfterMs) : undefined;
       const agentStreams: AgentStreams = new AgentStreams({
         db,
