@@ -940,7 +940,14 @@ export class Deployer {
       hostname,
       nodeClass,
       pool,
-      labels: { ...(matched?.assignment.labels ?? {}), ...(overrides.labels ?? {}) },
+      // As enrollment merges them: class defaults, then the pool's, then the matched rule's (when
+      // the operator kept its class and pool), then the operator's.
+      labels: {
+        ...classDef.defaultLabels,
+        ...(pool ? cluster.state.pools[pool]?.labels : {}),
+        ...(matched && matched.assignment.nodeClass === nodeClass && matched.assignment.pool === pool ? matched.assignment.labels : {}),
+        ...(overrides.labels ?? {}),
+      },
       failureDomain: overrides.failureDomain || matched?.assignment.failureDomain || '',
       installProfile,
       source: overridden || !matched ? AssignmentSource.ASSIGNMENT_SOURCE_OPERATOR : matched.assignment.source,

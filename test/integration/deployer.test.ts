@@ -480,6 +480,8 @@ forEachDeployerTarget('deployer integration', (target) => {
       t.like(await m.discover(), { state: S.MACHINE_STATE_INSTALL_PENDING, planReady: true });
       const { assignment, plan } = await m.fetchPlan();
       t.like(assignment, { source: AssignmentSource.ASSIGNMENT_SOURCE_OPERATOR, nodeClass: 'worker' });
+      // Commissioned by hand, the node still gets its class's and pool's labels.
+      t.like(assignment?.labels, { 'ultracloud.io/role': 'worker', 'ultracloud.io/pool': 'workers' });
       addresses.push(plan?.network?.interfaces[0]?.addresses[0] ?? '');
     }
     t.is(new Set(addresses).size, machines.length, addresses.join(', '));
