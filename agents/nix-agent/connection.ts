@@ -25,6 +25,7 @@ import {
   type RebootRequest,
 } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
 import type { DesiredSystem } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { AsyncQueue } from '../../lib/async-queue.js';
 import { backoffDelayMs, type BackoffPolicy, DEFAULT_BACKOFF, sleep } from '../../lib/backoff.js';
 import type { ClientTls } from '../../lib/grpc/client.js';
 import { CLIENT_KEEPALIVE_OPTIONS } from '../../lib/grpc/keepalive.js';
@@ -79,9 +80,7 @@ interface ReestablishWaiter {
 
 /** One stream: its outgoing queue and what its sequence numbers carried. */
 class StreamSession {
-  private readonly queue: ConnectRequest[] = [];
-  private wake: (() => void) | undefined;
-  private closed = false;
+  readonly outgoing = new AsyncQueue<ConnectRequest>();
   private sequence = 0n;
   readonly carried = new Map<bigint, OutboxItem>();
   established = false;
@@ -90,31 +89,15 @@ class StreamSession {
   constructor(readonly number: number) {}
 
   push(payload: ConnectRequest['payload'], item?: OutboxItem): void {
-    if (this.closed) return;
+    if (this.outgoing.isEnded) return;
     this.sequence += 1n;
-    this.queue.push({ sequence: this.sequence, payload });
+    this.outgoing.push({ sequence: this.sequence, payload });
     if (item) this.carried.set(this.sequence, item);
-    this.wake?.();
   }
 
   close(): void {
-    this.closed = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
-    this.wake?.();
-  }
-
-  async *outgoing(): AsyncGenerator<ConnectRequest> {
-    while (!this.closed) {
-      const next = this.queue.shift();
-      if (next) {
-        yield next;
-        continue;
-      }
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-      this.wake = undefined;
-    }
+    this.outgoing.end();
   }
 }
 
@@ -245,7 +228,7 @@ export class ControllerLink {
         channel = this.channel();
         const client = createClient(HostAgentServiceDefinition, channel);
         session.push({ $case: 'hello', value: this.settings.hello() });
-        for await (const response of client.connect(session.outgoing(), { signal: abort.signal })) this.handle(session, response);
+        for await (const response of client.connect(session.outgoing, { signal: abort.signal })) this.handle(session, response);
         this.log.info({ event: 'link.stream_ended', stream: session.number });
       } catch (err) {
         if (abort.signal.aborted) this.log.debug({ event: 'link.stream_closed', stream: session.number, reason: String(abort.signal.reason) });

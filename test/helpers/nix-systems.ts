@@ -19,6 +19,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import test, { type ExecutionContext } from 'ava';
+import type { Duration } from '../../gen/ts/google/protobuf/duration.js';
+import { ActivationStrategy, type DesiredSystem, type HealthCheck } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { nixAvailability, nixTest } from './nix.js';
 
 const run = promisify(execFile);
 
@@ -195,10 +199,67 @@ export async function listGenerations(profile: string): Promise<ListedGeneration
     .map((m) => ({ generation: Number(m[1]), current: m[2] !== undefined, systemPath: readLink(`${profile}-${m[1]}-link`) }));
 }
 
+/**
+ * The profile's generations as "<n>:<system name>" ("*" marks the current one), e.g.
+ * ["1:base", "2:next*"]; a path that is not one of the host's systems is shown as is.
+ */
+export async function generationNames(host: TestHost): Promise<string[]> {
+  const names = Object.fromEntries(Object.entries(host.systems).map(([name, path]) => [path, name]));
+  return (await listGenerations(host.profile)).map((g) => `${g.generation}:${names[g.systemPath ?? ''] ?? g.systemPath}${g.current ? '*' : ''}`);
+}
+
 /** Simulates the reboot a reboot command asked for: the host comes up on its boot default. */
 export function rebootHost(host: TestHost, bootInto: string | undefined = bootDefault(host)): void {
   for (const link of [host.currentSystemLink, host.bootedSystemLink]) {
     rmSync(link, { force: true });
     if (bootInto) symlinkSync(bootInto, link);
   }
+}
+
+/**
+ * A test needing Nix, run serially: activation timeouts under test must not compete with other
+ * tests' Nix builds and agent processes on a 2-core machine.
+ */
+export function serialNixTest(title: string, implementation: (t: ExecutionContext) => Promise<void>): void {
+  if (nixAvailability().available) test.serial(title, implementation);
+  else nixTest(title, implementation);
+}
+
+export function seconds(s: number): Duration {
+  return { seconds: BigInt(Math.floor(s)), nanos: Math.round((s % 1) * 1e9) };
+}
+
+/** Runs the new system's own `sw/bin/ultracloud-test-health` every 0.2 s, twice at most. */
+export const TEST_HEALTH_CHECK: HealthCheck = { probe: { $case: 'command', value: { argv: ['ultracloud-test-health'], env: {} } }, interval: seconds(0.2), retries: 1 };
+
+export interface TestDesiredOptions {
+  readonly nodeId?: string;
+  readonly revision?: bigint;
+  readonly strategy?: ActivationStrategy;
+  readonly healthCheck?: HealthCheck;
+  /** Default 30 s. */
+  readonly activationTimeoutS?: number;
+  /** Default 10 s. */
+  readonly confirmTimeoutS?: number;
+  readonly autoRollback?: boolean;
+}
+
+/** Deployment "workers-os" for node-1, revision 1, switch, no health check unless given. */
+export function testDesiredSystem(systemPath: string, o: TestDesiredOptions = {}): DesiredSystem {
+  return {
+    nodeId: o.nodeId ?? 'node-1',
+    deployment: 'workers-os',
+    revision: o.revision ?? 1n,
+    systemPath,
+    flakeRef: '',
+    flakeAttr: '',
+    activationStrategy: o.strategy ?? ActivationStrategy.ACTIVATION_STRATEGY_SWITCH,
+    healthCheck: o.healthCheck,
+    rollbackPolicy: {
+      activationTimeout: seconds(o.activationTimeoutS ?? 30),
+      confirmTimeout: seconds(o.confirmTimeoutS ?? 10),
+      ...(o.autoRollback === undefined ? {} : { autoRollback: o.autoRollback }),
+    },
+    substituters: [],
+  };
 }

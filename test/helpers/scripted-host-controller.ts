@@ -17,6 +17,7 @@ import {
   type RebootRequest,
 } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
 import type { DesiredSystem } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { AsyncQueue } from '../../lib/async-queue.js';
 import { sameNode } from '../../lib/grpc/auth.js';
 import { bindService, type RunningServer, startGrpcServer } from '../../lib/grpc/server.js';
 import { ServerTlsCredentials } from '../../lib/grpc/server-tls.js';
@@ -35,43 +36,6 @@ export interface RecordedMessage {
   readonly request: ConnectRequest;
 }
 
-/** Output queue of one stream. */
-class Outbox {
-  private readonly items: ConnectResponse[] = [];
-  private wake: (() => void) | undefined;
-  private ended = false;
-  private error: unknown;
-
-  push(r: ConnectResponse): void {
-    this.items.push(r);
-    this.wake?.();
-  }
-
-  end(error?: unknown): void {
-    this.ended = true;
-    this.error = error;
-    this.wake?.();
-  }
-
-  async *drain(): AsyncGenerator<ConnectResponse> {
-    for (;;) {
-      const next = this.items.shift();
-      if (next) {
-        yield next;
-        continue;
-      }
-      if (this.ended) {
-        if (this.error) throw this.error;
-        return;
-      }
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-      this.wake = undefined;
-    }
-  }
-}
-
 export class ScriptedHostController {
   readonly messages: RecordedMessage[] = [];
   /** The system sent after every hello. */
@@ -81,8 +45,8 @@ export class ScriptedHostController {
   /** Acknowledge nothing while true (acks are sent when it is cleared). */
   holdAcks = false;
   private streams = 0;
-  private current: { number: number; out: Outbox } | undefined;
-  private held: { out: Outbox; sequence: bigint }[] = [];
+  private current: { number: number; out: AsyncQueue<ConnectResponse> } | undefined;
+  private held: { out: AsyncQueue<ConnectResponse>; sequence: bigint }[] = [];
 
   private constructor(
     readonly server: RunningServer,
@@ -126,7 +90,7 @@ export class ScriptedHostController {
 
   private async *serve(requests: AsyncIterable<ConnectRequest>): AsyncGenerator<ConnectResponse> {
     const number = ++this.streams;
-    const out = new Outbox();
+    const out = new AsyncQueue<ConnectResponse>();
     this.current = { number, out };
     void (async () => {
       for await (const request of requests) {
@@ -135,10 +99,10 @@ export class ScriptedHostController {
       }
       out.end();
     })().catch((err: unknown) => out.end(err));
-    yield* out.drain();
+    yield* out;
   }
 
-  private answer(out: Outbox, request: ConnectRequest): void {
+  private answer(out: AsyncQueue<ConnectResponse>, request: ConnectRequest): void {
     const payload = request.payload;
     if (payload?.$case === 'hello') {
       out.push({ payload: { $case: 'ack', value: { sequence: request.sequence, heartbeatInterval: { seconds: 1n, nanos: 0 }, serverTime: new Date() } } });

@@ -6,70 +6,38 @@
 import { chmodSync, existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { ActivationPhase, type ActivationReport, type RebootRequest } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
-import { ActivationFailureReason, ActivationStrategy, type DesiredSystem, type HealthCheck } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { ActivationFailureReason, ActivationStrategy, type HealthCheck } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { processRunner } from '../../agents/nix-agent/commands.js';
 import { type ActivationHooks, ActivationEngine, type ActivationOutcome, type ConfirmTarget, type HostView, SupersededError } from '../../agents/nix-agent/engine.js';
 import { JOURNAL_FILE, JournalFile } from '../../agents/nix-agent/journal.js';
 import { SystemProfile } from '../../agents/nix-agent/nix.js';
 import { createLogger } from '../../lib/log.js';
-import { nixAvailability, nixTest as anyOrderNixTest } from '../helpers/nix.js';
 import {
   activationLog,
   bootDefault,
   createTestHost,
   currentSystem,
-  listGenerations,
+  generationNames,
   rebootHost,
   removeTestHost,
+  seconds,
+  serialNixTest,
   type SwitchBehaviour,
+  TEST_HEALTH_CHECK,
   type TestHost,
+  testDesiredSystem,
   writeTestFlake,
 } from '../helpers/nix-systems.js';
 
 const logger = createLogger({ level: 'silent' });
 
-/** Serial: the timeouts under test must not compete with a dozen parallel Nix builds on 2 cores. */
-function nixTest(title: string, implementation: (t: ExecutionContext) => Promise<void>): void {
-  if (nixAvailability().available) test.serial(title, implementation);
-  else anyOrderNixTest(title, implementation);
-}
 const runner = processRunner({ logger, killGraceMs: 500 });
 
-function seconds(s: number) {
-  return { seconds: BigInt(Math.floor(s)), nanos: Math.round((s % 1) * 1e9) };
-}
-
-interface DesiredOptions {
-  readonly strategy?: ActivationStrategy;
-  readonly revision?: bigint;
-  readonly healthCheck?: HealthCheck;
-  readonly activationTimeoutS?: number;
-  readonly confirmTimeoutS?: number;
-  readonly autoRollback?: boolean;
-}
-
-function desired(systemPath: string, o: DesiredOptions = {}): DesiredSystem {
-  return {
-    nodeId: 'node-1',
-    deployment: 'workers-os',
-    revision: o.revision ?? 1n,
-    systemPath,
-    flakeRef: '',
-    flakeAttr: '',
-    activationStrategy: o.strategy ?? ActivationStrategy.ACTIVATION_STRATEGY_SWITCH,
-    healthCheck: o.healthCheck,
-    rollbackPolicy: {
-      activationTimeout: seconds(o.activationTimeoutS ?? 30),
-      confirmTimeout: seconds(o.confirmTimeoutS ?? 10),
-      ...(o.autoRollback === undefined ? {} : { autoRollback: o.autoRollback }),
-    },
-    substituters: [],
-  };
-}
-
-const HEALTH_COMMAND: HealthCheck = { probe: { $case: 'command', value: { argv: ['ultracloud-test-health'], env: {} } }, interval: seconds(0.1), retries: 1 };
+const HEALTH_COMMAND = TEST_HEALTH_CHECK;
+const nixTest = serialNixTest;
+const desired = testDesiredSystem;
 
 /** What the test's controller does: confirm unless the new system blocked the network. */
 interface Harness {
@@ -161,12 +129,6 @@ async function withHost(systems: Readonly<Record<string, SwitchBehaviour>>, body
   }
 }
 
-async function generations(host: TestHost): Promise<string[]> {
-  const list = await listGenerations(host.profile);
-  const names = Object.fromEntries(Object.entries(host.systems).map(([name, path]) => [path, name]));
-  return list.map((g) => `${g.generation}:${names[g.systemPath ?? ''] ?? g.systemPath}${g.current ? '*' : ''}`);
-}
-
 const stop = new AbortController().signal;
 
 nixTest('switch: realise, set the profile, switch, confirm; the new generation is current', async (t) => {
@@ -176,7 +138,7 @@ nixTest('switch: realise, set the profile, switch, confirm; the new generation i
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
     t.is(report.generation, 2n);
     t.deepEqual(phases(h.reports), ['REALISING', 'ACTIVATING', 'CONFIRMING', 'CONFIRMED']);
-    t.deepEqual(await generations(host), ['1:base', '2:next*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:next*']);
     t.is(currentSystem(host), host.systems.next);
     t.is(bootDefault(host), host.systems.next);
     t.deepEqual(activationLog(host), ['next switch start', 'next switch done']);
@@ -196,7 +158,7 @@ nixTest('switch-to-configuration failing rolls back to the previous generation a
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_SWITCH_FAILED);
     t.regex(report.message, /exited with status 4[\s\S]*broken\.service/);
     t.deepEqual(phases(h.reports), ['REALISING', 'ACTIVATING', 'ROLLING_BACK', 'ROLLED_BACK']);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
     t.deepEqual(activationLog(host), ['broken switch start', 'broken switch failed', 'base switch start', 'base switch done']);
     t.deepEqual(h.confirmations, []);
@@ -212,7 +174,7 @@ nixTest('a hanging switch-to-configuration is killed at the activation timeout a
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_ACTIVATION_TIMEOUT);
     t.regex(report.message, /timed out/);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
     t.deepEqual(activationLog(host), ['stuck switch start', 'stuck switch hanging', 'base switch start', 'base switch done']);
   });
@@ -226,7 +188,7 @@ nixTest('a system whose health check fails is rolled back with the probe output 
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_HEALTH_CHECK_FAILED);
     t.regex(report.message, /ultracloud-test-health exited with status 1: unhealthy: service answers 503/);
     t.deepEqual(phases(h.reports), ['REALISING', 'ACTIVATING', 'CONFIRMING', 'ROLLING_BACK', 'ROLLED_BACK']);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
   });
 });
@@ -239,7 +201,7 @@ nixTest('a system that breaks connectivity is never confirmed and is rolled back
     t.true(Date.now() - started >= 1_500);
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_CONTROLLER_UNREACHABLE);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
     t.deepEqual(h.confirmations, []);
   });
@@ -262,7 +224,7 @@ nixTest('the HTTP health check gates confirmation: 200 confirms, 503 rolls back'
     const report = finished(t, await h.engine.activate(desired(host.systems.later as string, { revision: 2n, healthCheck: http }), stop));
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_HEALTH_CHECK_FAILED);
     t.regex(report.message, /status 503/);
-    t.deepEqual(await generations(host), ['1:base', '2:next*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:next*']);
     t.is(currentSystem(host), host.systems.next);
   });
 });
@@ -273,13 +235,13 @@ nixTest('test strategy activates without touching the profile, and its rollback 
     const ok = finished(t, await h.engine.activate(desired(host.systems.trial as string, { strategy: ActivationStrategy.ACTIVATION_STRATEGY_TEST }), stop));
     t.is(ok.phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
     t.is(ok.generation, 0n);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.trial);
     t.is(bootDefault(host), host.systems.base);
 
     const failed = finished(t, await h.engine.activate(desired(host.systems.broken as string, { revision: 2n, strategy: ActivationStrategy.ACTIVATION_STRATEGY_TEST }), stop));
     t.is(failed.phase, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
     t.deepEqual(activationLog(host).slice(-4), ['broken test start', 'broken test failed', 'base test start', 'base test done']);
   });
@@ -291,7 +253,7 @@ nixTest('with auto_rollback off a failed generation stays in place and is report
     const report = finished(t, await h.engine.activate(desired(host.systems.broken as string, { autoRollback: false }), stop));
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_FAILED);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_SWITCH_FAILED);
-    t.deepEqual(await generations(host), ['1:base', '2:broken*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:broken*']);
   });
 });
 
@@ -303,7 +265,7 @@ nixTest('a closure that cannot be realised changes nothing and is reported with 
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_REALISE_FAILED);
     t.deepEqual(phases(h.reports), ['REALISING', 'ROLLED_BACK']);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.deepEqual(activationLog(host), []);
   });
 });
@@ -315,7 +277,7 @@ nixTest('a repeated delivery of the same deployment revision is a no-op that ret
     const again = await h.engine.activate(desired(host.systems.next as string), stop);
     t.is(again.kind, 'duplicate');
     t.is((again as { report: ActivationReport }).report.phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
-    t.deepEqual(await generations(host), ['1:base', '2:next*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:next*']);
     t.deepEqual(activationLog(host), ['next switch start', 'next switch done']);
   });
 });
@@ -326,7 +288,7 @@ nixTest('a desired system for another node is refused without touching the host'
     const report = finished(t, await h.engine.activate({ ...desired(host.systems.next as string), nodeId: 'node-2' }, stop));
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK);
     t.regex(report.message, /node_id: this agent is node node-1/);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
   });
 });
 
@@ -339,7 +301,7 @@ nixTest('boot strategy: stage, wait for the grant, reboot; after the reboot a ne
     t.like(before.rebootRequests[0], { deployment: 'workers-os', revision: 1n, generation: 2n });
     t.is(readFileSync(before.rebootMarker, 'utf8'), 'reboot now\n');
     // Staged: the profile and the boot default moved, the running system did not.
-    t.deepEqual(await generations(host), ['1:base', '2:kernel*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:kernel*']);
     t.is(currentSystem(host), host.systems.base);
     t.is(bootDefault(host), host.systems.kernel);
 
@@ -350,7 +312,7 @@ nixTest('boot strategy: stage, wait for the grant, reboot; after the reboot a ne
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
     t.is(report.bootId, 'boot-2');
     t.deepEqual(phases(after.reports), ['REBOOTED', 'CONFIRMED']);
-    t.deepEqual(await generations(host), ['1:base', '2:kernel*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:kernel*']);
     t.deepEqual(activationLog(host), ['kernel boot start', 'kernel boot done']);
   });
 });
@@ -364,7 +326,7 @@ nixTest('boot strategy: a host that booted the old system (bootloader fallback) 
     const report = finished(t, (await after.engine.resume(stop)) as ActivationOutcome);
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_REBOOT_FAILED);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(bootDefault(host), host.systems.base);
     t.deepEqual(activationLog(host).slice(-2), ['base boot start', 'base boot done']);
   });
@@ -380,7 +342,7 @@ nixTest('boot strategy: an unhealthy booted generation is rolled back and the pr
     const report = finished(t, (await after.engine.resume(stop)) as ActivationOutcome);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_HEALTH_CHECK_FAILED);
     t.deepEqual(phases(after.reports), ['REBOOTED', 'ROLLING_BACK', 'ROLLED_BACK']);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
     t.is(bootDefault(host), host.systems.base);
   });
@@ -391,7 +353,7 @@ nixTest('boot strategy: a failing reboot command rolls the staged generation bac
     const h = harness(host, { rebootExitCode: 1 });
     const report = finished(t, await h.engine.activate(desired(host.systems.kernel as string, { strategy: ActivationStrategy.ACTIVATION_STRATEGY_BOOT }), stop));
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_REBOOT_FAILED);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(bootDefault(host), host.systems.base);
   });
 });
@@ -402,7 +364,7 @@ nixTest('boot strategy: a staged generation superseded before its grant is unsta
     const report = finished(t, await h.engine.activate(desired(host.systems.kernel as string, { strategy: ActivationStrategy.ACTIVATION_STRATEGY_BOOT }), stop));
     t.is(report.phase, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK);
     t.regex(report.message, /superseded/);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(bootDefault(host), host.systems.base);
   });
 });
@@ -418,7 +380,7 @@ nixTest('an agent stopping while waiting for a reboot grant keeps the staged gen
     const second = harness(host, { grant: 'now' });
     t.is((await second.engine.resume(stop))?.kind, 'rebooting');
     t.is(second.rebootRequests.length, 1);
-    t.deepEqual(await generations(host), ['1:base', '2:kernel*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:kernel*']);
   });
 });
 
@@ -432,12 +394,12 @@ nixTest('an agent stopped while confirming leaves the journal at CONFIRMING; the
     while (!phases(first.reports).includes('CONFIRMING')) await new Promise((r) => setTimeout(r, 50));
     stopping.abort();
     t.deepEqual(await pending, { kind: 'interrupted', phase: ActivationPhase.ACTIVATION_PHASE_CONFIRMING });
-    t.deepEqual(await generations(host), ['1:base', '2:next*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:next*']);
     // The next agent reaches the controller: confirmed.
     reachable = true;
     const second = harness(host, { controllerReachable: () => reachable });
     t.is(finished(t, (await second.engine.resume(stop)) as ActivationOutcome).phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
-    t.deepEqual(await generations(host), ['1:base', '2:next*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:next*']);
 
     // Same again with a system that cuts the network: the resumed confirmation times out.
     const third = harness(host, { controllerReachable: () => false });
@@ -449,7 +411,7 @@ nixTest('an agent stopped while confirming leaves the journal at CONFIRMING; the
     const fourth = harness(host);
     const report = finished(t, (await fourth.engine.resume(stop)) as ActivationOutcome);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_CONTROLLER_UNREACHABLE);
-    t.deepEqual(await generations(host), ['1:base', '2:next*']);
+    t.deepEqual(await generationNames(host), ['1:base', '2:next*']);
     t.is(currentSystem(host), host.systems.next);
   });
 });
@@ -467,7 +429,7 @@ nixTest('an agent restarted with the journal at ACTIVATING rolls back with AGENT
     const after = harness(host, { bootId: 'boot-9' });
     const report = finished(t, (await after.engine.resume(stop)) as ActivationOutcome);
     t.is(report.failureReason, ActivationFailureReason.ACTIVATION_FAILURE_REASON_AGENT_RESTARTED);
-    t.deepEqual(await generations(host), ['1:base*']);
+    t.deepEqual(await generationNames(host), ['1:base*']);
     t.is(currentSystem(host), host.systems.base);
   });
 });
@@ -490,6 +452,6 @@ nixTest('a target given only as a flake is built locally and activated; a config
     const again = finished(t, await h.engine.activate(desired(host.systems.base as string, { revision: 2n }), stop));
     t.is(again.phase, ActivationPhase.ACTIVATION_PHASE_CONFIRMED);
     t.is(readFileSync(copyLog, 'utf8'), `--from cache-host ${host.systems.base}\n`);
-    t.deepEqual(await generations(host), ['1:base', `2:${report.systemPath}`, '3:base*']);
+    t.deepEqual(await generationNames(host), ['1:base', `2:${report.systemPath}`, '3:base*']);
   });
 });
