@@ -14,6 +14,7 @@ import { ClusterServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/cl
 import { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { MachineServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { HostDeploymentServiceDefinition } from '../../gen/ts/ultracloud/host/v1/host_deployment_service.js';
+import { HostDeployment } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { daemonConfigSpec } from '../../lib/config/daemon.js';
 import { loadConfig } from '../../lib/config/settings.js';
 import type { Component } from '../../lib/component.js';
@@ -137,6 +138,18 @@ export async function startHostFleet(target: DatabaseTargetName, options: HostFl
     const cluster = client(ClusterServiceDefinition, adminToken);
     await cluster.applyClusterState({ state: ClusterState.fromJSON(LAB6), dryRun: false, expectedGeneration: 0n });
     const nodes = await installNodes(channel, readFileSync(join(stateDir, JOIN_TOKEN_FILE), 'utf8').trim(), join(stateDir, 'nodes'), options.nodes ?? 6);
+    // Ready once the host-controller's inventory has the installed nodes: until then an apply
+    // warns that nothing is installed and hellos are refused.
+    const rollouts = client(HostDeploymentServiceDefinition, adminToken);
+    if (nodes.length > 0) {
+      const probe = HostDeployment.fromPartial({ name: 'readiness-probe', selector: { allNodes: true }, target: { flakeRef: 'github:example/probe' } });
+      for (let attempt = 0; ; attempt++) {
+        const res = await rollouts.applyHostDeployments({ hostDeployments: [probe], dryRun: true, prune: false, reason: 'probe' });
+        if (!res.diffs[0]?.warnings.includes('selector matches no installed node')) break;
+        if (attempt > 300) throw new Error('the host-controller never saw the installed nodes');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
     const address = serving.server.address;
     const running = serving;
     const database = scratch;
@@ -148,7 +161,7 @@ export async function startHostFleet(target: DatabaseTargetName, options: HostFl
       adminToken,
       caFile,
       channel,
-      rollouts: client(HostDeploymentServiceDefinition, adminToken),
+      rollouts,
       machines: client(MachineServiceDefinition, adminToken),
       nodes,
       databaseUrl: database?.url,
