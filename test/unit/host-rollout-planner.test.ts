@@ -25,7 +25,7 @@ function node(nodeId: string, failureDomain = 'rack-a', extra: Partial<NodeFacts
   return { nodeId, hostname: nodeId, machineId: `m-${nodeId}`, machineState: 'active', resourceVersion: 1n, nodeClass: 'worker', pool: 'workers', labels: {}, failureDomain, ...extra };
 }
 
-function spec(extra: Partial<HostDeployment> = {}): HostDeployment {
+function spec(extra: Parameters<typeof HostDeployment.fromPartial>[0] = {}): HostDeployment {
   return HostDeployment.fromPartial({
     name: 'workers-os',
     selector: { pools: ['workers'] },
