@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { ServiceSpec } from '../../gen/ts/ultracloud/service/v1/service.js';
 import { HostDeployment } from '../../gen/ts/ultracloud/system/v1/system.js';
-import { decodeProtoJson, ProtoJsonError } from '../../lib/proto-json.js';
+import { decodeProtoJson, encodeProtoJson, ProtoJsonError } from '../../lib/proto-json.js';
 
 export interface ClusterDocument {
   /** The file or directory it came from, as given. */
@@ -75,9 +75,10 @@ function evaluateNix(path: string, source: string): Promise<unknown> {
   });
 }
 
-function decodeList<T>(value: unknown, path: string, typeName: string, fromJSON: (json: unknown) => T): T[] {
+// Through the binary encoding: the generated fromJSON would read a Duration such as "300s" as 0.
+function decodeList<T>(value: unknown, path: string, typeName: string, decode: (bytes: Uint8Array) => T): T[] {
   if (!Array.isArray(value)) throw new DocumentError(`${path}: expected a list of ${typeName}`);
-  return value.map((item, i) => fromJSON(decodeProtoJson(typeName, item, `${path}[${i}]`)));
+  return value.map((item, i) => decode(encodeProtoJson(typeName, item, `${path}[${i}]`)));
 }
 
 /** Splits and strictly decodes an already parsed document. Exported for tests. */
@@ -100,8 +101,8 @@ export function decodeClusterDocument(value: unknown, source: string): ClusterDo
     return {
       source,
       ...(present('clusterState') ? { clusterState: ClusterState.fromJSON(decodeProtoJson('ultracloud.deployer.v1.ClusterState', doc.clusterState, 'clusterState')) } : {}),
-      ...(present('hostDeployments') ? { hostDeployments: decodeList(doc.hostDeployments, 'hostDeployments', 'ultracloud.system.v1.HostDeployment', HostDeployment.fromJSON) } : {}),
-      ...(present(policiesKey) ? { servicePolicies: decodeList(doc[policiesKey], policiesKey, 'ultracloud.service.v1.ServiceSpec', ServiceSpec.fromJSON) } : {}),
+      ...(present('hostDeployments') ? { hostDeployments: decodeList(doc.hostDeployments, 'hostDeployments', 'ultracloud.system.v1.HostDeployment', (b) => HostDeployment.decode(b)) } : {}),
+      ...(present(policiesKey) ? { servicePolicies: decodeList(doc[policiesKey], policiesKey, 'ultracloud.service.v1.ServiceSpec', (b) => ServiceSpec.decode(b)) } : {}),
     };
   } catch (err) {
     if (err instanceof ProtoJsonError || err instanceof DocumentError) throw new DocumentError(`${source}:\n${err.message.split('\n').map((l) => `  ${l}`).join('\n')}`);
