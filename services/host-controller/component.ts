@@ -54,9 +54,10 @@ export interface HostControllerComponentOptions {
   readonly initialHostDeployments?: InitialHostDeployments;
 }
 
-function deployerEndpoint(config: HostControllerConfig, stateDir: string, sameProcess: boolean): () => DeployerEndpoint {
+/** How to reach the deployer; checked when the component is created, before anything starts. */
+function deployerEndpoint(config: HostControllerConfig, sameProcess: boolean): (stateDir: string) => DeployerEndpoint {
   if (sameProcess) {
-    return () => {
+    return (stateDir) => {
       const record = readEndpointRecord(stateDir);
       if (!record) throw new Error(`no endpoint.json in ${stateDir}: the server has not started`);
       return { address: record.address, caFile: record.tls ? join(stateDir, CA_FILE) : undefined, token: readFileSync(join(stateDir, ADMIN_TOKEN_FILE), 'utf8').trim() };
@@ -74,9 +75,8 @@ function deployerEndpoint(config: HostControllerConfig, stateDir: string, samePr
 }
 
 function schedulerDrainer(config: HostControllerConfig): NodeDrainer | undefined {
-  if (!config.schedulerAddress) return undefined;
   const token = config.schedulerToken ?? config.deployerToken;
-  if (!token) throw new ConfigError(['ULTRACLOUD_FLEET_SCHEDULER_TOKEN_FILE (--fleet-scheduler-token-file): required with ULTRACLOUD_FLEET_SCHEDULER (or set ULTRACLOUD_DEPLOYER_TOKEN_FILE)']);
+  if (!config.schedulerAddress || !token) return undefined;
   return new SchedulerDrainer({ address: config.schedulerAddress, caFile: config.schedulerCaFile, token: token.token });
 }
 
@@ -103,14 +103,19 @@ async function seedHostDeployments(db: Kysely<HostsDatabase>, rollouts: HostRoll
   }
 }
 
+/** Settings are read and checked here, so a bad one stops the process before the database opens. */
 export function hostControllerComponent(flags: Readonly<Record<string, string | undefined>> = {}, options: HostControllerComponentOptions = {}): Component {
+  const config = loadConfig(HOST_CONTROLLER_CONFIG_SPEC, { flags });
+  const deployerAt = deployerEndpoint(config, options.sameProcessDeployer ?? false);
+  if (config.schedulerAddress && !(config.schedulerToken ?? config.deployerToken)) {
+    throw new ConfigError(['ULTRACLOUD_FLEET_SCHEDULER_TOKEN_FILE (--fleet-scheduler-token-file): required with ULTRACLOUD_FLEET_SCHEDULER (or set ULTRACLOUD_DEPLOYER_TOKEN_FILE)']);
+  }
   return {
     name: 'host-controller',
     schema: HOSTS_SCHEMA,
     migrations: hostsMigrations,
     async start(context: ComponentContext): Promise<StartedComponent> {
-      const config = loadConfig(HOST_CONTROLLER_CONFIG_SPEC, { flags });
-      const endpoint = deployerEndpoint(config, context.stateDir, options.sameProcessDeployer ?? false);
+      const endpoint = () => deployerAt(context.stateDir);
       const drainer = schedulerDrainer(config);
       const db = serviceDatabase<HostsDatabase>(context.db, HOSTS_SCHEMA);
       const log = context.logger.child({ replica: config.instanceId });

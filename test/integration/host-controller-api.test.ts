@@ -2,7 +2,9 @@
 // unchanged, update, new revision, dry run, prune, warnings), validation naming every field with
 // nothing written, list paging and filters, pause/resume/abort/delete with their reasons,
 // versions and state checks, the audit log, roles, and the access policy covering every RPC.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createFileRegistry, fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import test, { type ExecutionContext } from 'ava';
@@ -16,6 +18,7 @@ import { HOST_CONTROLLER_POLICY } from '../../services/host-controller/rpc/polic
 import { databaseTargets, type DatabaseTargetName, unavailableTargetTest } from '../helpers/databases.js';
 import { eventually } from '../helpers/eventually.js';
 import { type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
+import { cleanEnv, runNode, ULTRACLOUD_BIN } from '../helpers/ultracloud-process.js';
 
 const PATH_A = `/nix/store/${'c'.repeat(32)}-nixos-system-a`;
 const PATH_B = `/nix/store/${'d'.repeat(32)}-nixos-system-b`;
@@ -216,4 +219,20 @@ eachTarget('a viewer reads and an operator changes rollouts; every host-controll
   for (const service of ['ultracloud.host.v1.HostDeploymentService', 'ultracloud.host.v1.HostAgentService']) {
     t.is((await health.check({ service })).status, HealthCheckResponse_ServingStatus.SERVING, service);
   }
+});
+
+test('ultracloud host-controller refuses to start without a deployer to watch, or with a token file others can read', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ultracloud-hc-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const none = await runNode([ULTRACLOUD_BIN, 'host-controller', '--listen', '127.0.0.1:0', '--state-dir', join(dir, 'state')], { cwd: dir, env: cleanEnv(), timeoutMs: 120_000 });
+  t.is(none.code, 2, none.stderr);
+  t.regex(none.stderr, /ULTRACLOUD_DEPLOYER \(--deployer\): required/);
+  t.regex(none.stderr, /ULTRACLOUD_DEPLOYER_TOKEN_FILE \(--deployer-token-file\): required/);
+  const token = join(dir, 'token');
+  writeFileSync(token, 'ucop_secret\n', { mode: 0o644 });
+  const open = await runNode([ULTRACLOUD_BIN, 'host-controller', '--listen', '127.0.0.1:0', '--state-dir', join(dir, 'state'), '--deployer', '127.0.0.1:7001', '--deployer-token-file', token, '--heartbeat-interval', 'soon'], { cwd: dir, env: cleanEnv(), timeoutMs: 120_000 });
+  t.is(open.code, 2, open.stderr);
+  t.regex(open.stderr, /ULTRACLOUD_DEPLOYER_TOKEN_FILE \(--deployer-token-file\): the file is readable or writable by group or others; it holds a credential: chmod 600 it/);
+  t.regex(open.stderr, /ULTRACLOUD_HEARTBEAT_INTERVAL \(--heartbeat-interval\): expected a duration/);
+  t.false(open.stderr.includes('ucop_secret'), 'the token never appears in the message');
 });

@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { Status } from 'nice-grpc';
 import { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { HostDeploymentServiceDefinition, type HostRollout } from '../../gen/ts/ultracloud/host/v1/host_deployment_service.js';
 import { HostDeployment, HostDeploymentPhase as Phase, NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
@@ -157,5 +158,10 @@ if (!postgres?.available) {
     }
     const moved = agents.filter((x) => x.streams >= 2);
     t.true(moved.length >= 3, 'the agents of the killed replica reconnected to the survivor');
+
+    // A graceful stop: streams end with UNAVAILABLE (agents reconnect elsewhere), the process exits 0.
+    t.is(await b.stop('SIGTERM'), 0);
+    await Promise.all(agents.map((x) => x.waitFor((y) => y.streamEnds.some((e) => e.address === b.address && e.code === Status.UNAVAILABLE), 30_000, 'UNAVAILABLE from hc-b')));
+    t.true(logEvents(b.output).some((e) => e.event === 'server.stopped'));
   });
 }
