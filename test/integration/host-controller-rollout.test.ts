@@ -33,7 +33,8 @@ function eachTarget(title: string, run: (t: ExecutionContext, target: DatabaseTa
       unavailableTargetTest(`${title} [${target.name}]`, target);
       continue;
     }
-    test(`${title} [${target.name}]`, (t) => run(t, target.name));
+    // One fleet at a time: each is a control plane with installed machines, heavy on a small machine.
+    test.serial(`${title} [${target.name}]`, (t) => run(t, target.name));
   }
 }
 
