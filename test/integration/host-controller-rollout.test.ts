@@ -2,6 +2,9 @@
 // host-controller served over TLS from the cluster CA, machines installed through simulated
 // installers, and scripted nix-agents dialling Connect over real mTLS with the certificates the
 // deployer issued. Assertions come from the API and from the controller's event log.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { ClientError, Status } from 'nice-grpc';
 import { HostAgentServiceDefinition } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
@@ -15,11 +18,15 @@ import {
   HostDeploymentPhase as Phase,
   NodeRolloutPhase as P,
 } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { type DrainNodeRequest, SchedulerServiceDefinition, type UncordonNodeRequest } from '../../gen/ts/ultracloud/runtime/v1/scheduler_service.js';
+import { UnauthenticatedError } from '../../lib/errors.js';
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
+import { bindService, startGrpcServer } from '../../lib/grpc/server.js';
+import { createLogger } from '../../lib/log.js';
 import { listEvents } from '../../services/host-controller/store/rollouts.js';
 import { databaseTargets, type DatabaseTargetName, unavailableTargetTest } from '../helpers/databases.js';
 import { eventually } from '../helpers/eventually.js';
-import { type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
+import { FAST_FLAGS, type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
 import type { ScriptedAgent } from '../helpers/scripted-agent.js';
 
 const STORE = '/nix/store';
@@ -38,8 +45,8 @@ function eachTarget(title: string, run: (t: ExecutionContext, target: DatabaseTa
   }
 }
 
-async function fleet(t: ExecutionContext, target: DatabaseTargetName, nodes = 6): Promise<HostFleet> {
-  const f = await startHostFleet(target, { nodes });
+async function fleet(t: ExecutionContext, target: DatabaseTargetName, nodes = 6, flags: Record<string, string> = {}): Promise<HostFleet> {
+  const f = await startHostFleet(target, { nodes, flags: { ...FAST_FLAGS, ...flags } });
   t.teardown(() => f.stop());
   return f;
 }
@@ -267,4 +274,79 @@ eachTarget('drain without a fleet-scheduler: the rollout waits and says why; boo
   }
   t.is(rebooting, 1, 'one reboot slot at a time');
   t.is(events.filter((e) => e.kind === 'decision.reboot_grant').length, 3);
+});
+
+/** A fleet-scheduler reduced to DrainNode and UncordonNode, over real gRPC with a bearer token. */
+async function scriptedScheduler(t: ExecutionContext, drainedAfter: (nodeId: string) => number) {
+  const dir = mkdtempSync(join(tmpdir(), 'ultracloud-scheduler-'));
+  const token = 'ucop_scripted-scheduler-token';
+  const tokenFile = join(dir, 'scheduler.token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const drains: DrainNodeRequest[] = [];
+  const uncordons: UncordonNodeRequest[] = [];
+  const unimplemented = async () => {
+    throw new Error('not part of this scheduler');
+  };
+  const server = await startGrpcServer({
+    logger: createLogger({ level: 'silent' }),
+    listen: { host: '127.0.0.1', port: 0 },
+    services: [
+      bindService(SchedulerServiceDefinition, {
+        applyServiceSpecs: unimplemented,
+        listServiceSpecs: unimplemented,
+        getServiceSpec: unimplemented,
+        deleteServiceSpec: unimplemented,
+        listInstances: unimplemented,
+        listSchedulerNodes: unimplemented,
+        cordonNode: unimplemented,
+        async drainNode(req) {
+          drains.push(req);
+          const calls = drains.filter((d) => d.nodeId === req.nodeId).length;
+          const drained = calls >= drainedAfter(req.nodeId);
+          return { drained, remainingInstances: drained ? 0 : 1, unplacedReplacements: 0, node: undefined };
+        },
+        async uncordonNode(req) {
+          uncordons.push(req);
+          return { node: undefined };
+        },
+      }),
+    ],
+    policy: { '/ultracloud.runtime.v1.SchedulerService/DrainNode': { operator: 'operator' }, '/ultracloud.runtime.v1.SchedulerService/UncordonNode': { operator: 'operator' } },
+    authenticators: [
+      {
+        async authenticate({ bearer }) {
+          if (bearer !== token) throw new UnauthenticatedError('unknown token');
+          return { kind: 'operator', role: 'operator', subject: 'host-controller' };
+        },
+      },
+    ],
+  });
+  t.teardown(async () => {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { address: server.address, tokenFile, drains, uncordons };
+}
+
+eachTarget('with a fleet-scheduler, a node is drained before it is activated and uncordoned once it succeeded', async (t, target) => {
+  // cp-1 drains at the first call, cp-2 only when asked again.
+  const scheduler = await scriptedScheduler(t, (nodeId) => (nodeId === 'cp-1' ? 1 : 2));
+  const f = await fleet(t, target, 2, { 'fleet-scheduler': scheduler.address, 'fleet-scheduler-token-file': scheduler.tokenFile });
+  const agents = f.nodes.map((n) => f.agent(n, { stepDelayMs: 20 }));
+  await Promise.all(agents.map((a) => a.waitFor((x) => x.connected, 30_000, 'connected')));
+  await apply(f, deployment({ name: 'drained-os', drain: true }));
+  const done = await waitForPhase(f, Phase.HOST_DEPLOYMENT_PHASE_COMPLETED, 'drained-os');
+  t.is(done.status?.succeededNodes, 2);
+  t.true(scheduler.drains.every((d) => d.owner === 'host-controller' && /host rollout drained-os revision 1/.test(d.reason)));
+  t.is(scheduler.drains.filter((d) => d.nodeId === 'cp-2').length, 2, 'cp-2 was asked until it had drained');
+  const { events } = await eventually(async () => {
+    const r = await replay(f, 'drained-os');
+    return r.events.filter((e) => e.kind === 'decision.uncordon').length === 2 ? r : undefined;
+  }, 30_000, 'both uncordoned');
+  for (const node of ['cp-1', 'cp-2']) {
+    const order = events.filter((e) => e.nodeId === node && e.kind === 'node.phase').map((e) => e.toPhase);
+    t.deepEqual(order.filter((p) => p !== 'PENDING'), ['DRAINING', 'ACTIVATING', 'CONFIRMING', 'SUCCEEDED'], `${node}: drained, then activated`);
+  }
+  t.deepEqual(scheduler.uncordons.map((u) => [u.nodeId, u.owner]).sort(), [['cp-1', 'host-controller'], ['cp-2', 'host-controller']]);
+  t.is((await replay(f, 'drained-os')).most, 1);
 });
