@@ -66,9 +66,10 @@ if (!postgres?.available) {
     writeFileSync(files.key, serverCert.privateKeyPem, { mode: 0o600 });
     writeFileSync(files.token, `${deployer.adminToken}\n`, { mode: 0o600 });
     const deployerAddress = deployer.address;
-    const replica = async (id: string) => {
+    const replica = async (id: string, extra: string[] = []) => {
       const p = await startUltracloud('host-controller', {
         args: [
+          ...extra,
           '--deployer', deployerAddress,
           '--deployer-token-file', files.token,
           '--tls-cert', files.cert,
@@ -87,7 +88,7 @@ if (!postgres?.available) {
     const leaderOf = (p: UltracloudProcess) => logEvents(p.output).some((e) => e.event === 'leader.elected');
     const a = await replica('hc-a');
     await eventually(async () => (leaderOf(a) ? true : undefined), 30_000, 'hc-a leads');
-    const b = await replica('hc-b');
+    const b = await replica('hc-b', ['--metrics-listen', '127.0.0.1:0']);
     // A replica refuses hellos (UNAVAILABLE) until it has the deployer's machines.
     await eventually(async () => (logEvents(b.output).some((e) => e.event === 'inventory.synced') ? true : undefined), 30_000, 'hc-b has the inventory');
     const clientOf = (p: UltracloudProcess): ServiceClient<typeof HostDeploymentServiceDefinition> => {
@@ -158,6 +159,15 @@ if (!postgres?.available) {
     }
     const moved = agents.filter((x) => x.streams >= 2);
     t.true(moved.length >= 3, 'the agents of the killed replica reconnected to the survivor');
+
+    // The survivor's metrics: it leads, holds every stream, and counts the nodes from the database.
+    const metrics = await (await fetch(b.metricsUrl as string)).text();
+    t.regex(metrics, /^ultracloud_host_controller_leader 1$/m);
+    t.regex(metrics, /^ultracloud_host_agent_streams 6$/m);
+    t.regex(metrics, /^ultracloud_host_rollout_nodes\{deployment="fleet-os",phase="succeeded"\} 6$/m);
+    t.regex(metrics, /^ultracloud_host_agents\{liveness="connected"\} 6$/m);
+    t.regex(metrics, /^ultracloud_host_reconcile_seconds_count\{outcome="ok"\} \d+$/m);
+    t.regex(metrics, /^ultracloud_host_agent_messages_total\{kind="activationReport"\} \d+$/m);
 
     // A graceful stop: streams end with UNAVAILABLE (agents reconnect elsewhere), the process exits 0.
     t.is(await b.stop('SIGTERM'), 0);
