@@ -13,6 +13,7 @@ import {
   type HostAgentHello,
   RebootRequest,
 } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
+import { AsyncQueue } from '../../lib/async-queue.js';
 import type { DatabaseNotifications } from '../../lib/db/notifications.js';
 import { FailedPreconditionError, type FieldViolation, InvalidArgumentError, PermissionDeniedError, UnavailableError } from '../../lib/errors.js';
 import type { HandlerContext } from '../../lib/grpc/server.js';
@@ -25,49 +26,12 @@ import { desiredSystemsOf, type StoredDesiredSystem } from './store/rollouts.js'
 import type { HostsDatabase } from './store/tables.js';
 import { WAKEUP_CHANNELS } from './wakeups.js';
 
-/** A stream's messages to the agent, in order; the handler yields them. */
-class Outbox implements AsyncIterable<ConnectResponse> {
-  private readonly items: ConnectResponse[] = [];
-  private wakeUp: (() => void) | undefined;
-  private ended = false;
-  private error: unknown;
-
-  push(item: ConnectResponse): void {
-    if (this.ended) return;
-    this.items.push(item);
-    this.wakeUp?.();
-  }
-
-  /** Ends the stream after what is queued; with an error, ends it with that status. */
-  end(error?: unknown): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.error = error;
-    this.wakeUp?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<ConnectResponse> {
-    for (;;) {
-      const next = this.items.shift();
-      if (next) {
-        yield next;
-        continue;
-      }
-      if (this.ended) {
-        if (this.error !== undefined) throw this.error;
-        return;
-      }
-      await new Promise<void>((resolve) => (this.wakeUp = resolve));
-      this.wakeUp = undefined;
-    }
-  }
-}
-
 interface AgentSession {
   readonly nodeId: string;
   readonly streamId: string;
   readonly bootId: string;
-  readonly outbox: Outbox;
+  /** The stream's messages to the agent, in order; the handler yields them. */
+  readonly outbox: AsyncQueue<ConnectResponse>;
   /** `deployment/revision` of the desired system sent on this stream. */
   sentDesired: string | undefined;
   /** Deadline (ms) of the reboot grant sent on this stream. */
@@ -263,7 +227,7 @@ export class AgentStreams {
       nodeId: hello.nodeId,
       streamId: randomUUID(),
       bootId: hello.bootId,
-      outbox: new Outbox(),
+      outbox: new AsyncQueue<ConnectResponse>(),
       sentDesired: undefined,
       sentGrant: undefined,
       healthy: HEALTHY_STATES.has(hello.systemState) && !activating,

@@ -17,6 +17,7 @@ import {
   type RebootRequest,
 } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
 import { ActivationFailureReason, ActivationStrategy, type DesiredSystem } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { AsyncQueue } from '../../lib/async-queue.js';
 import { backoffDelayMs, sleep } from '../../lib/backoff.js';
 import { type ClientTls, createServiceClient, openChannel } from '../../lib/grpc/client.js';
 
@@ -53,36 +54,6 @@ interface Pending {
   sequence?: bigint;
 }
 
-/** Requests of one stream, fed as the agent goes. */
-class RequestQueue implements AsyncIterable<ConnectRequest> {
-  private readonly items: ConnectRequest[] = [];
-  private wake: (() => void) | undefined;
-  private closed = false;
-
-  push(r: ConnectRequest): void {
-    this.items.push(r);
-    this.wake?.();
-  }
-
-  close(): void {
-    this.closed = true;
-    this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<ConnectRequest> {
-    for (;;) {
-      const next = this.items.shift();
-      if (next) {
-        yield next;
-        continue;
-      }
-      if (this.closed) return;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = undefined;
-    }
-  }
-}
-
 export interface StreamEnd {
   readonly address: string;
   readonly code: Status | 'ok';
@@ -107,7 +78,8 @@ export class ScriptedAgent {
 
   private readonly pending: Pending[] = [];
   private nextPendingId = 1;
-  private queue: RequestQueue | undefined;
+  /** Requests of the current stream, fed as the agent goes. */
+  private queue: AsyncQueue<ConnectRequest> | undefined;
   private sequence = 0n;
   private abort: AbortController | undefined;
   private stopped = false;
@@ -295,7 +267,7 @@ export class ScriptedAgent {
       const client = createServiceClient(HostAgentServiceDefinition, channel);
       const abort = new AbortController();
       this.abort = abort;
-      const queue = new RequestQueue();
+      const queue = new AsyncQueue<ConnectRequest>();
       this.queue = queue;
       this.sequence = 0n;
       this.acked = 0n;
@@ -331,7 +303,7 @@ export class ScriptedAgent {
       } finally {
         this.connected = false;
         this.queue = undefined;
-        queue.close();
+        queue.end();
         clearInterval(this.heartbeat);
         channel.close();
       }
