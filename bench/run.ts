@@ -1,5 +1,6 @@
 // `npm run bench [-- <name> [options]]`: runs one benchmark, or all of them. Benchmarks are
 // never part of `npm test`; see docs/performance.md for what each measures and the figures.
+import { runAgentStreams } from './agent-streams.js';
 import { runBootstrapStorm } from './bootstrap-storm.js';
 import { formatCredentialsBench, runCredentialsBench } from './credentials.js';
 import { runNixEvalBench } from './nix-eval.js';
@@ -33,6 +34,16 @@ const BENCHMARKS: Record<string, Benchmark> = {
       console.log(formatCredentialsBench(await runCredentialsBench(options.seconds !== undefined ? { seconds: options.seconds } : {})));
     },
   },
+  'agent-streams': {
+    summary: 'N nix-agents (installed nodes, one mTLS stream each) on one host-controller; an apply fans a DesiredSystem out to all, vs a bare grpc-js bidi server pushing to the same streams',
+    options: ['agents', 'concurrency'],
+    async run(options) {
+      await runAgentStreams({
+        ...(options.agents !== undefined ? { agents: options.agents } : {}),
+        ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+      });
+    },
+  },
   'nix-eval': {
     summary: 'nix-instantiate of a generated N-node cluster file (-A clusterState, all validation) vs evaluating {} (needs Nix)',
     options: ['nodes', 'runs'],
@@ -43,7 +54,7 @@ const BENCHMARKS: Record<string, Benchmark> = {
 };
 
 // bootstrap-storm already runs the credentials benchmark in the same process, so "all" leaves it out.
-const ALL = ['bootstrap-storm', 'nix-eval'];
+const ALL = ['bootstrap-storm', 'agent-streams', 'nix-eval'];
 
 function usage(): string {
   const names = Object.entries(BENCHMARKS).map(

@@ -1,0 +1,354 @@
+// Agent streams (issue 7, item 6): N simulated nix-agents hold HostAgentService.Connect streams
+// over mTLS to one host-controller (served with the deployer as `ultracloud up` serves them, on
+// real PostgreSQL); one HostDeployment apply (a new system path for all N nodes, max_unavailable
+// 100%) fans out to all. Measured: per-agent delay from the Apply returning to the agent receiving
+// its DesiredSystem (p50/p99), and the server's RSS per stream ((RSS with N streams - RSS before)
+// / N). In the same run, the yardstick: a bare @grpc/grpc-js bidi server holding the same N mTLS
+// streams from the same agents and pushing one message of the same size to each on a trigger.
+// Goal: RSS per stream <= 1.5x and fan-out p99 <= 2x the baseline's.
+//
+// The nodes are real: N machines go through the deployer's install flow first (Discover,
+// FetchPlan, install reports), and each agent dials with the certificate FetchPlan issued it.
+// Each agent has its own connection (a connection's client certificate is one node). The agents
+// run in a child process (bench/agent-streams-load.ts), so the server's RSS is its own.
+import { type ChildProcess, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import * as grpc from '@grpc/grpc-js';
+import pg from 'pg';
+import { pino } from 'pino';
+import { ClusterServiceDefinition } from '../gen/ts/ultracloud/deployer/v1/cluster_service.js';
+import { ClusterState } from '../gen/ts/ultracloud/deployer/v1/cluster_state.js';
+import { HostDeploymentServiceDefinition } from '../gen/ts/ultracloud/host/v1/host_deployment_service.js';
+import { HostDeployment } from '../gen/ts/ultracloud/system/v1/system.js';
+import type { DaemonConfig } from '../lib/config/daemon.js';
+import { createServiceClient, openChannel } from '../lib/grpc/client.js';
+import { createLogger } from '../lib/log.js';
+import { createClusterCa, issueTlsCertificate } from '../lib/pki/index.js';
+import { serveComponents } from '../lib/serve.js';
+import { CA_BUNDLE_FILE, deployerComponent, JOIN_TOKEN_FILE } from '../services/deployer/component.js';
+import { hostControllerComponent } from '../services/host-controller/component.js';
+import { machineInventory, optiplexFacts, SimulatedInstaller } from '../test/helpers/simulated-installer.js';
+import type { AgentCredentials, ReceivedReport } from './agent-streams-load.js';
+import { benchDatabaseUrl } from './bootstrap-storm.js';
+
+export const RSS_RATIO_GOAL = 1.5;
+export const P99_RATIO_GOAL = 2;
+
+const LAB6: unknown = JSON.parse(readFileSync(new URL('../test/fixtures/cluster-state/lab6.json', import.meta.url), 'utf8'));
+const OLD_SYSTEM = '/nix/store/4q3ajqmd5ydcnfwf7n0hqjyf6ghgvx6s-nixos-system-worker-24.05';
+const NEW_SYSTEM = '/nix/store/9v1lr4cx7l3y0fs0kc0bz6k1a3mm2kdh-nixos-system-worker-24.11';
+const HEARTBEAT_MS = 10_000;
+
+export interface AgentStreamsOptions {
+  /** Simulated agents (and installed nodes). Default 10,000. */
+  readonly agents?: number;
+  /** Installers and connection handshakes in flight at once. Default 16. */
+  readonly concurrency?: number;
+  readonly databaseUrl?: string;
+  readonly print?: (line: string) => void;
+}
+
+export interface FanOut {
+  readonly rssPerStreamBytes: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly received: number;
+  readonly missing: number;
+  readonly connectSeconds: number;
+}
+
+export interface AgentStreamsResult {
+  readonly agents: number;
+  readonly controller: FanOut;
+  readonly baseline: FanOut;
+  readonly rssRatio: number;
+  readonly p99Ratio: number;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
+}
+
+// A full collection before each reading, so RSS differences are live memory, not garbage.
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
+const rss = async (): Promise<number> => {
+  for (let i = 0; i < 3; i++) {
+    collectGarbage();
+    await new Promise((r) => setImmediate(r));
+  }
+  return process.memoryUsage().rss;
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.timeOrigin + performance.now();
+
+/** The agents' process: started, told to connect, asked for receive times, closed. */
+class LoadProcess {
+  private readonly child: ChildProcess;
+  private readonly waiting = new Map<string, { resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void }>();
+  /** Messages that arrived before anyone asked for them. */
+  private readonly early = new Map<string, Record<string, unknown>>();
+  private failure: Error | undefined;
+
+  constructor() {
+    this.child = fork(new URL('./agent-streams-load.mjs', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+    this.child.on('message', (m: Record<string, unknown>) => {
+      if (m.kind === 'error') return this.fail(new Error(`agent load process: ${String(m.error)}`));
+      const kind = String(m.kind);
+      const waiter = this.waiting.get(kind);
+      this.waiting.delete(kind);
+      if (waiter) waiter.resolve(m);
+      else this.early.set(kind, m);
+    });
+    this.child.once('exit', (code) => this.fail(new Error(`agent load process exited with ${code}`)));
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const w of this.waiting.values()) w.reject(err);
+    this.waiting.clear();
+  }
+
+  next<T>(kind: string): Promise<T> {
+    const early = this.early.get(kind);
+    if (early) {
+      this.early.delete(kind);
+      return Promise.resolve(early as T);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiting.set(kind, { resolve: (m) => resolve(m as T), reject }));
+  }
+
+  send(message: unknown): void {
+    this.child.send(message as never);
+  }
+
+  async close(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.send({ kind: 'close' });
+    await Promise.race([exited, sleep(10_000)]);
+    this.child.kill('SIGKILL');
+  }
+}
+
+async function connectAgents(load: LoadProcess, input: { address: string; caPem: string; serverName?: string; agents: readonly AgentCredentials[]; concurrency: number }): Promise<number> {
+  await load.next('started');
+  const started = now();
+  const connected = load.next<{ agents: number }>('connected');
+  load.send({ kind: 'connect', ...input, heartbeatMs: HEARTBEAT_MS, currentSystemPath: OLD_SYSTEM });
+  await connected;
+  return (now() - started) / 1000;
+}
+
+function summarise(report: ReceivedReport, t0: number): { p50Ms: number; p99Ms: number } {
+  const delays = report.times.map((t) => Math.max(0, t - t0)).sort((a, b) => a - b);
+  return { p50Ms: percentile(delays, 50), p99Ms: percentile(delays, 99) };
+}
+
+async function scratchDatabase(adminUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `ultracloud_bench_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${pg.escapeIdentifier(name)}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: adminUrl });
+      await c.connect();
+      await c.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
+      await c.end();
+    },
+  };
+}
+
+async function runConcurrently(count: number, concurrency: number, run: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      while (next < count) await run(next++);
+    }),
+  );
+}
+
+// ---- the host-controller ---------------------------------------------------------------------
+
+async function controllerSide(input: { url: string; stateDir: string; agents: number; concurrency: number; print: (l: string) => void }): Promise<{ fanOut: FanOut; credentials: AgentCredentials[]; caPem: string; sampleBytes: number }> {
+  const destination = pino.destination({ dest: join(input.stateDir, 'server.log'), sync: false, mkdir: true });
+  const logger = createLogger({ level: 'info', destination: destination as unknown as NodeJS.WritableStream });
+  const config: DaemonConfig = {
+    listen: { host: '127.0.0.1', port: 0 },
+    stateDir: input.stateDir,
+    databaseUrl: input.url,
+    logLevel: 'info',
+    tlsCertFile: undefined,
+    tlsKeyFile: undefined,
+    tlsCaFile: undefined,
+    insecureLoopback: false,
+    metricsListen: undefined,
+  };
+  const flags = { 'heartbeat-interval': `${HEARTBEAT_MS / 1000}s`, 'reconcile-interval': '2s' };
+  const serving = await serveComponents({
+    components: [deployerComponent(flags), hostControllerComponent(flags, { sameProcessDeployer: true })],
+    config,
+    logger,
+    transport: { kind: 'cluster-ca', clientCaFile: undefined },
+  });
+  const address = serving.server.address;
+  const caFile = join(input.stateDir, CA_BUNDLE_FILE);
+  const caPem = readFileSync(caFile, 'utf8');
+  const channel = openChannel(address, { tls: { caFile } });
+  const load = new LoadProcess();
+  try {
+    const adminToken = readFileSync(serving.adminTokenPath, 'utf8').trim();
+    await createServiceClient(ClusterServiceDefinition, channel, { token: adminToken }).applyClusterState({ state: ClusterState.fromJSON(LAB6), dryRun: false, expectedGeneration: 0n });
+    const joinToken = readFileSync(join(input.stateDir, JOIN_TOKEN_FILE), 'utf8').trim();
+    const credentials: AgentCredentials[] = [];
+    const installStarted = now();
+    await runConcurrently(input.agents, input.concurrency, async () => {
+      const installer = new SimulatedInstaller({ channel, joinToken }, machineInventory(optiplexFacts()));
+      await installer.discover();
+      const plan = await installer.fetchPlan();
+      await installer.install();
+      credentials.push({ nodeId: plan.assignment?.nodeId ?? '', certPem: plan.secrets?.tlsCertificatePem ?? '', keyPem: plan.secrets?.tlsPrivateKeyPem ?? '' });
+    });
+    input.print(`  installed ${credentials.length} nodes through the deployer in ${((now() - installStarted) / 1000).toFixed(1)} s (setup, not measured)`);
+    await sleep(3_000);
+
+    const rollouts = createServiceClient(HostDeploymentServiceDefinition, channel, { token: adminToken, defaultDeadlineMs: 120_000 });
+    const before = await rss();
+    const connectSeconds = await connectAgents(load, { address, caPem, agents: credentials, concurrency: input.concurrency });
+    // Until every agent's stream is recorded as connected.
+    for (let i = 0; i < 60; i++) {
+      const listed = await rollouts.listHostAgents({ pageSize: 1000, pageToken: '', nodeIds: [], staleOnly: false });
+      let connected = listed.agents.filter((a) => a.connected).length;
+      let token = listed.nextPageToken;
+      while (token) {
+        const page = await rollouts.listHostAgents({ pageSize: 1000, pageToken: token, nodeIds: [], staleOnly: false });
+        connected += page.agents.filter((a) => a.connected).length;
+        token = page.nextPageToken;
+      }
+      if (connected >= credentials.length) break;
+      await sleep(1_000);
+    }
+    await sleep(2_000);
+    const after = await rss();
+    input.print(`  ${credentials.length} agents connected over mTLS in ${connectSeconds.toFixed(1)} s; server RSS ${(before / 2 ** 20).toFixed(0)} MiB -> ${(after / 2 ** 20).toFixed(0)} MiB`);
+
+    const received = load.next<ReceivedReport>('received');
+    load.send({ kind: 'mark', mode: 'desired', timeoutMs: 120_000 });
+    await sleep(200);
+    await rollouts.applyHostDeployments({
+      hostDeployments: [
+        HostDeployment.fromPartial({
+          name: 'bench-fleet',
+          selector: { allNodes: true },
+          target: { systemPath: NEW_SYSTEM },
+          maxUnavailable: { value: { $case: 'percent', value: 100 } },
+          failureBudget: credentials.length,
+        }),
+      ],
+      dryRun: false,
+      prune: false,
+      reason: 'agent-streams benchmark',
+    });
+    const t0 = now();
+    const report = await received;
+    const { p50Ms, p99Ms } = summarise(report, t0);
+    return {
+      fanOut: { rssPerStreamBytes: (after - before) / credentials.length, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds },
+      credentials,
+      caPem,
+      sampleBytes: Number(report.sampleBytes),
+    };
+  } finally {
+    await load.close();
+    channel.close();
+    await serving.stop();
+  }
+}
+
+// ---- the baseline ----------------------------------------------------------------------------
+
+const identity = (b: Buffer): Buffer => b;
+
+async function baselineSide(input: { clusterCaPem: string; credentials: readonly AgentCredentials[]; payloadBytes: number; concurrency: number }): Promise<FanOut> {
+  // Its own server certificate; client certificates are the nodes', verified with the cluster CA.
+  const ca = await createClusterCa({ commonName: 'agent-streams baseline CA' });
+  const serverCert = await issueTlsCertificate(ca, { commonName: 'baseline', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], extendedKeyUsages: ['serverAuth'] });
+  const server = new grpc.Server();
+  const calls: grpc.ServerDuplexStream<Buffer, Buffer>[] = [];
+  server.addService(
+    {
+      connect: { path: '/ultracloud.host.v1.HostAgentService/Connect', requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+    },
+    {
+      connect: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+        calls.push(call);
+        call.on('data', () => undefined);
+        call.on('error', () => undefined);
+      },
+    },
+  );
+  const creds = grpc.ServerCredentials.createSsl(Buffer.from(input.clusterCaPem), [{ cert_chain: Buffer.from(serverCert.certificatePem), private_key: Buffer.from(serverCert.privateKeyPem) }], true);
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))));
+  const load = new LoadProcess();
+  try {
+    const before = await rss();
+    const connectSeconds = await connectAgents(load, { address: `127.0.0.1:${port}`, caPem: ca.certificatePem, agents: input.credentials, concurrency: input.concurrency });
+    for (let i = 0; i < 60 && calls.length < input.credentials.length; i++) await sleep(500);
+    await sleep(2_000);
+    const after = await rss();
+    const received = load.next<ReceivedReport>('received');
+    load.send({ kind: 'mark', mode: 'any', timeoutMs: 120_000 });
+    await sleep(200);
+    const payload = randomBytes(input.payloadBytes);
+    const t0 = now();
+    for (const call of calls) call.write(payload);
+    const report = await received;
+    const { p50Ms, p99Ms } = summarise(report, t0);
+    return { rssPerStreamBytes: (after - before) / input.credentials.length, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds };
+  } finally {
+    await load.close();
+    await new Promise<void>((r) => server.tryShutdown(() => r()));
+    server.forceShutdown();
+  }
+}
+
+function format(f: FanOut): string {
+  return `RSS per stream ${(f.rssPerStreamBytes / 1024).toFixed(1)} KiB; fan-out p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms (${f.received} received, ${f.missing} missing); connect ${f.connectSeconds.toFixed(1)} s`;
+}
+
+export async function runAgentStreams(options: AgentStreamsOptions = {}): Promise<AgentStreamsResult> {
+  const agents = options.agents ?? 10_000;
+  const concurrency = options.concurrency ?? 16;
+  const print = options.print ?? ((line: string) => console.log(line));
+  const scratch = await scratchDatabase(options.databaseUrl ?? benchDatabaseUrl());
+  const stateDir = await mkdtemp(join(tmpdir(), 'ultracloud-agent-streams-'));
+  try {
+    print(`agent-streams: N = ${agents} agents, one mTLS connection each; node ${process.version}; ${cpus().length} CPUs, load average ${loadavg()[0]?.toFixed(2)}`);
+    const controller = await controllerSide({ url: scratch.url, stateDir, agents, concurrency, print });
+    print(`host-controller: ${format(controller.fanOut)}; DesiredSystem ${controller.sampleBytes} bytes`);
+    const baseline = await baselineSide({ clusterCaPem: controller.caPem, credentials: controller.credentials, payloadBytes: controller.sampleBytes || 200, concurrency });
+    print(`baseline (bare grpc-js bidi, one push each): ${format(baseline)}`);
+    const rssRatio = controller.fanOut.rssPerStreamBytes / baseline.rssPerStreamBytes;
+    const p99Ratio = controller.fanOut.p99Ms / Math.max(baseline.p99Ms, 0.001);
+    print(`goals: rss ratio <= ${RSS_RATIO_GOAL} ${rssRatio <= RSS_RATIO_GOAL ? 'met' : 'NOT met'}; p99 ratio <= ${P99_RATIO_GOAL} ${p99Ratio <= P99_RATIO_GOAL ? 'met' : 'NOT met'}`);
+    print(`rss ratio: ${rssRatio.toFixed(2)}`);
+    print(`p99 ratio: ${p99Ratio.toFixed(2)}`);
+    return { agents, controller: controller.fanOut, baseline, rssRatio, p99Ratio };
+  } finally {
+    await rm(stateDir, { recursive: true, force: true });
+    await scratch.drop();
+  }
+}
