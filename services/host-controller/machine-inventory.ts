@@ -53,6 +53,8 @@ export interface MachineInventoryOptions {
 
 export class MachineInventory {
   private readonly byMachine = new Map<string, NodeFacts>();
+  /** byMachine by node id, rebuilt on first use after a change (hellos look nodes up by id). */
+  private nodeIndex: Map<string, NodeFacts> | undefined;
   private synced = false;
   private client: ServiceClient<typeof MachineServiceDefinition> | undefined;
   private channel: ReturnType<typeof openChannel> | undefined;
@@ -74,8 +76,8 @@ export class MachineInventory {
   }
 
   byNode(nodeId: string): NodeFacts | undefined {
-    for (const n of this.byMachine.values()) if (n.nodeId === nodeId) return n;
-    return undefined;
+    if (!this.nodeIndex) this.nodeIndex = new Map([...this.byMachine.values()].map((n) => [n.nodeId, n]));
+    return this.nodeIndex.get(nodeId);
   }
 
   start(): void {
@@ -106,6 +108,7 @@ export class MachineInventory {
   }
 
   private apply(into: Map<string, NodeFacts>, type: MachineEventType, m: Machine): void {
+    this.nodeIndex = undefined;
     const facts = type === MachineEventType.MACHINE_EVENT_TYPE_DELETED ? undefined : nodeFactsOf(m);
     if (facts) into.set(m.machineId, facts);
     else into.delete(m.machineId);
@@ -127,6 +130,7 @@ export class MachineInventory {
             if (snapshot) {
               this.byMachine.clear();
               for (const [k, v] of snapshot) this.byMachine.set(k, v);
+              this.nodeIndex = undefined;
               snapshot = undefined;
               if (!this.synced) this.log.info({ event: 'inventory.synced', nodes: this.byMachine.size });
               this.synced = true;
