@@ -93,13 +93,14 @@ forEachDeployerTarget('MachineService', (target) => {
     t.deepEqual(await ids(server, { nodeClass: 'worker' }), sorted([...workers, hp]));
     t.deepEqual(await ids(server, { nodeClass: 'control-plane' }), []);
     t.deepEqual(await ids(server, { pool: 'workers', states: [S.MACHINE_STATE_COMMISSIONED] }), sorted([hp]));
-    t.deepEqual(await ids(server, { labelSelector: 'ultracloud.io/role=worker' }), sorted(workers));
+    // The hand-commissioned worker gets its class's labels too.
+    t.deepEqual(await ids(server, { labelSelector: 'ultracloud.io/role=worker' }), sorted([...workers, hp]));
     t.deepEqual(await ids(server, { labelSelector: 'rack=r2' }), sorted([hp]));
     t.deepEqual(await ids(server, { labelSelector: 'rack' }), sorted([hp]));
     // `!=` also matches machines without the label, and machines without any assignment.
     t.deepEqual(await ids(server, { labelSelector: 'rack!=r2' }), sorted([...workers, ...unassigned]));
     t.deepEqual(await ids(server, { labelSelector: 'ultracloud.io/role=worker, rack!=r2' }), sorted(workers));
-    t.deepEqual(await ids(server, { labelSelector: 'ultracloud.io/pool=workers,ultracloud.io/role=worker' }), sorted(workers));
+    t.deepEqual(await ids(server, { labelSelector: 'ultracloud.io/pool=workers,ultracloud.io/role=worker' }), sorted([...workers, hp]));
     t.deepEqual(await ids(server, { labelSelector: 'ultracloud.io/pool=workers,ultracloud.io/role=control-plane' }), []);
   });
 
