@@ -27,7 +27,8 @@ import {
 } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import { ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError, type FieldViolation } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
-import { type ClusterCa, issueNodeCredentials, issueToken, sealSecret } from '../../lib/pki/index.js';
+import { type ClusterCa, issueNodeCredentials, issueToken, type NodeCredentials, sealSecret } from '../../lib/pki/index.js';
+import type { BootstrapSecrets } from '../../gen/ts/ultracloud/secrets/v1/secrets.js';
 import { blockedRemovals, clusterStateHash, diffClusterState, validateClusterState } from './domain/cluster-state.js';
 import { checkMinimumHardware, matchEnrollment } from './domain/enrollment.js';
 import { renderInstallPlan } from './domain/install-plan.js';
@@ -35,7 +36,7 @@ import { inventoryHash, normaliseInventory, primaryMacSet, validateInventory } f
 import { allowedTransitions, hasAssignment, type LifecycleTransition, planTransition, stateName } from './domain/lifecycle.js';
 import { appendAudit } from './store/audit.js';
 import { type AppliedClusterState, getClusterGeneration, getClusterState, saveClusterState } from './store/cluster.js';
-import { deleteNodeCredentials, saveNodeCredentials, setInstallToken } from './store/credentials.js';
+import { deleteNodeCredentials, type NodeCredentialRecord, saveNodeCredentials, setInstallToken } from './store/credentials.js';
 import {
   allocatedAddresses,
   deleteAssignment,
@@ -604,34 +605,44 @@ export class Deployer {
       }
       const cluster = await this.clusterState(trx, { generation: locked.clusterGeneration });
       const creds = await issueNodeCredentials(this.ca, { nodeId: assignment.nodeId, hostname: assignment.hostname, domain: cluster?.state.cluster?.domain ?? '', now });
-      await saveNodeCredentials(trx, machineId, {
-        nodeId: assignment.nodeId,
-        sshPublicKey: creds.sshHostEd25519PublicKey,
-        sshPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.sshHostEd25519PrivateKey, `ssh:${machineId}`),
-        tlsCertificatePem: creds.tlsCertificatePem,
-        tlsPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.tlsPrivateKeyPem, `tls:${machineId}`),
-        tlsExpiresAt: creds.tlsCertificateExpiresAt,
-        issuedAt: now,
-      });
+      await saveNodeCredentials(trx, machineId, this.credentialRecord(machineId, assignment.nodeId, creds, now));
       const started: InstallProgress = { phase: InstallPhase.INSTALL_PHASE_UNSPECIFIED, percent: 0, message: 'plan fetched', logTail: '', updatedAt: now, outcome: InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS, failureReason: '', startedAt: now };
       await this.transition(trx, row, MachineTransition.MACHINE_TRANSITION_START_INSTALL, actor, 'plan fetched', { installProgress: started, progress: true, installToken }, now, assignment.nodeId);
       return {
         assignment,
-        secrets: {
-          nodeId: assignment.nodeId,
-          sshHostEd25519PrivateKey: creds.sshHostEd25519PrivateKey,
-          sshHostEd25519PublicKey: creds.sshHostEd25519PublicKey,
-          tlsCertificatePem: creds.tlsCertificatePem,
-          tlsPrivateKeyPem: creds.tlsPrivateKeyPem,
-          caChainPem: creds.caChainPem,
-          installToken: token.token,
-          installTokenExpiresAt: token.expiresAt,
-          tlsCertificateExpiresAt: creds.tlsCertificateExpiresAt,
-          issuedAt: now,
-        },
+        secrets: this.issuedSecrets(assignment.nodeId, creds, token, now),
         plan: plan.plan,
       };
     });
+  }
+
+  /** The node's credentials as stored: private keys sealed with the secrets key. */
+  private credentialRecord(machineId: string, nodeId: string, creds: NodeCredentials, now: Date): NodeCredentialRecord {
+    return {
+      nodeId,
+      sshPublicKey: creds.sshHostEd25519PublicKey,
+      sshPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.sshHostEd25519PrivateKey, `ssh:${machineId}`),
+      tlsCertificatePem: creds.tlsCertificatePem,
+      tlsPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.tlsPrivateKeyPem, `tls:${machineId}`),
+      tlsExpiresAt: creds.tlsCertificateExpiresAt,
+      issuedAt: now,
+    };
+  }
+
+  /** The BootstrapSecrets a FetchPlan of an install plan hands out. */
+  private issuedSecrets(nodeId: string, creds: NodeCredentials, token: ReturnType<typeof issueToken>, now: Date): BootstrapSecrets {
+    return {
+      nodeId,
+      sshHostEd25519PrivateKey: creds.sshHostEd25519PrivateKey,
+      sshHostEd25519PublicKey: creds.sshHostEd25519PublicKey,
+      tlsCertificatePem: creds.tlsCertificatePem,
+      tlsPrivateKeyPem: creds.tlsPrivateKeyPem,
+      caChainPem: creds.caChainPem,
+      installToken: token.token,
+      installTokenExpiresAt: token.expiresAt,
+      tlsCertificateExpiresAt: creds.tlsCertificateExpiresAt,
+      issuedAt: now,
+    };
   }
 
   /**
@@ -657,32 +668,13 @@ export class Deployer {
       update: { state: transition.to, previousState: transition.previousState, statusMessage: '', installProgress: started, progress: true, installToken: { hash: token.hash, expiresAt: token.expiresAt as Date } },
       audits: [{ at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, nodeId: assignment.nodeId, from: row.state, to: transition.to, transition: transition.transition, reason: 'plan fetched', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) }],
       planFetched: true,
-      credentials: {
-        nodeId: assignment.nodeId,
-        sshPublicKey: creds.sshHostEd25519PublicKey,
-        sshPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.sshHostEd25519PrivateKey, `ssh:${machineId}`),
-        tlsCertificatePem: creds.tlsCertificatePem,
-        tlsPrivateKeySealed: sealSecret(this.settings.secretsKey, creds.tlsPrivateKeyPem, `tls:${machineId}`),
-        tlsExpiresAt: creds.tlsCertificateExpiresAt,
-        issuedAt: now,
-      },
+      credentials: this.credentialRecord(machineId, assignment.nodeId, creds, now),
     });
     if (!written) return undefined;
     this.log.info({ event: 'machine.transition', machine_id: machineId, node_id: assignment.nodeId, from: stateName(row.state), to: stateName(transition.to), transition: MachineTransition[transition.transition], actor: actor.name, reason: 'plan fetched' });
     return {
       assignment,
-      secrets: {
-        nodeId: assignment.nodeId,
-        sshHostEd25519PrivateKey: creds.sshHostEd25519PrivateKey,
-        sshHostEd25519PublicKey: creds.sshHostEd25519PublicKey,
-        tlsCertificatePem: creds.tlsCertificatePem,
-        tlsPrivateKeyPem: creds.tlsPrivateKeyPem,
-        caChainPem: creds.caChainPem,
-        installToken: token.token,
-        installTokenExpiresAt: token.expiresAt,
-        tlsCertificateExpiresAt: creds.tlsCertificateExpiresAt,
-        issuedAt: now,
-      },
+      secrets: this.issuedSecrets(assignment.nodeId, creds, token, now),
       plan: snap.plan.plan,
     };
   }
