@@ -1,7 +1,6 @@
 // Contract: the real `ultracloud up` binary, on a real socket with embedded PGlite, serves what it
 // says it serves, answers buf curl and deployer-ctl, stops cleanly on SIGTERM, and refuses bad
 // settings before it writes anything.
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,7 +15,7 @@ import { BootstrapServiceDefinition } from '../../gen/ts/ultracloud/bootstrap/v1
 import { MachineInventory } from '../../gen/ts/ultracloud/inventory/v1/inventory.js';
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
 import { bufCurl, describeResult, outputLines } from '../helpers/buf.js';
-import { DEPLOYER_CTL_BIN, startUltracloud, ULTRACLOUD_BIN, type UltracloudProcess } from '../helpers/ultracloud-process.js';
+import { DEPLOYER_CTL_BIN, logEvents, type NodeRun, runNode, startUltracloud, ULTRACLOUD_BIN, type UltracloudProcess } from '../helpers/ultracloud-process.js';
 
 const HEALTH = 'grpc.health.v1.Health';
 const COMPONENTS = ['deployer', 'host-controller', 'fleet-scheduler'];
@@ -36,45 +35,6 @@ function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-interface NodeRun {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function runNode(args: readonly string[], options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<NodeRun> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`node ${args.join(' ')} still running after ${options.timeoutMs ?? 60_000} ms:\n${stdout}\n${stderr}`));
-    }, options.timeoutMs ?? 60_000);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function logEvents(output: readonly string[]): { event?: string; [k: string]: unknown }[] {
-  return output.flatMap((chunk) =>
-    chunk
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .flatMap((l) => {
-        try {
-          return [JSON.parse(l) as { event?: string }];
-        } catch {
-          return [];
-        }
-      }),
-  );
-}
 
 interface RefusedRun extends NodeRun {
   readonly dir: string;
