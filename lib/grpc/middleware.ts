@@ -62,17 +62,32 @@ export function streamTerminationMiddleware(terminating: AbortSignal) {
     if (terminating.aborted || context.signal.aborted) abort();
     terminating.addEventListener('abort', abort);
     context.signal.addEventListener('abort', abort);
-    const stopped = new Promise<'stopped'>((resolve) => {
-      if (controller.signal.aborted) resolve('stopped');
-      controller.signal.addEventListener('abort', () => resolve('stopped'));
-    });
     const inner = call.next(call.request, { ...context, signal: controller.signal });
     try {
       for (;;) {
-        const next = inner.next();
-        // If shutdown wins the race, a later rejection of `next` must not go unhandled.
-        next.catch(() => undefined);
-        const step = await Promise.race([next, stopped]);
+        // The next message, or 'stopped' if the call is aborted first. The abort listener lives for
+        // one step only: racing each step against one promise that lives as long as the stream
+        // would keep a reaction per message on it until the stream ends (agents' streams live for
+        // days and carry a heartbeat every few seconds).
+        const step = await new Promise<IteratorResult<Response, Response | void> | 'stopped'>((resolve, reject) => {
+          if (controller.signal.aborted) {
+            resolve('stopped');
+            return;
+          }
+          const onAbort = () => resolve('stopped');
+          controller.signal.addEventListener('abort', onAbort, { once: true });
+          inner.next().then(
+            (r) => {
+              controller.signal.removeEventListener('abort', onAbort);
+              resolve(r);
+            },
+            (err: unknown) => {
+              controller.signal.removeEventListener('abort', onAbort);
+              // If shutdown won the race, this rejection has nobody to go to; it is dropped.
+              reject(err);
+            },
+          );
+        });
         if (step === 'stopped') {
           // Let the handler unwind in the background; its signal is already aborted.
           inner.return(undefined as never).catch(() => undefined);

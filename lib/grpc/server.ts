@@ -1,6 +1,7 @@
 // The server every UltraCloud daemon runs: its services plus grpc.health.v1 and server
 // reflection (from the buf image, so `buf curl` and grpcurl see types and comments), the shared
 // middleware (request logging and status mapping, auth, stream termination), and a graceful stop.
+import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { ServerCredentials } from '@grpc/grpc-js';
 import { createServer, type ServiceImplementation } from 'nice-grpc';
@@ -70,6 +71,8 @@ export interface RunningServer {
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningServer> {
   const log = options.logger.child({ component: 'grpc-server' });
   const stopController = new AbortController();
+  // Every open stream listens for shutdown on this one signal: thousands of agents are expected.
+  setMaxListeners(0, stopController.signal);
   const health = HealthState();
   const policy: AccessPolicy = { ...PUBLIC_INFRASTRUCTURE_RPCS, ...options.policy };
 
