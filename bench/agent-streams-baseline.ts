@@ -1,7 +1,8 @@
 // The agent-streams benchmark's yardstick, in a process of its own so its RSS is its own: a bare
 // @grpc/grpc-js bidi server on the Connect method's path, mTLS with the nodes' certificates
 // (verified with the cluster CA), holding every stream and, on `push`, writing one message of the
-// given size to each. IPC: `start` → `listening` (port, CA); `measure` → `rss`; `push` → `pushed`
+// given size to each. Like the controller, it answers an agent's first message (the hello) with a
+// short acknowledgement, so the agents know their stream is up without waiting out a grace. IPC: `start` → `listening` (port, CA); `measure` → `rss`; `push` → `pushed`
 // (the wall-clock time the pushes began); `close`.
 import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
@@ -13,6 +14,7 @@ setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 
 const identity = (b: Buffer): Buffer => b;
+const HELLO_ACK = Buffer.alloc(16);
 const calls: grpc.ServerDuplexStream<Buffer, Buffer>[] = [];
 let server: grpc.Server | undefined;
 
@@ -33,6 +35,7 @@ async function start(clusterCaPem: string): Promise<{ port: number; caPem: strin
     {
       connect: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
         calls.push(call);
+        call.once('data', () => call.write(HELLO_ACK));
         call.on('data', () => undefined);
         call.on('error', () => undefined);
       },

@@ -263,6 +263,8 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     const received = load.next<ReceivedReport>('received');
     load.send({ kind: 'mark', mode: 'desired', timeoutMs: 120_000 });
     await sleep(200);
+    // Fan-out is timed from the moment the operator's Apply is sent, so it includes the Apply.
+    const t0 = now();
     await rollouts.applyHostDeployments({
       hostDeployments: [
         HostDeployment.fromPartial({
@@ -277,9 +279,10 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
       prune: false,
       reason: 'agent-streams benchmark',
     });
-    const t0 = now();
+    const applySeconds = (now() - t0) / 1000;
     const report = await received;
     const { p50Ms, p99Ms } = summarise(report, t0);
+    input.print(`  ApplyHostDeployments answered in ${(applySeconds * 1000).toFixed(1)} ms`);
     return {
       fanOut: { rssPerStreamBytes: (after - before) / credentials.length, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds },
       credentials,

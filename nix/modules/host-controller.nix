@@ -28,7 +28,18 @@ in
         default = "127.0.0.1:7003";
         description = "host:port of the fleet-scheduler, asked to drain nodes (ULTRACLOUD_FLEET_SCHEDULER).";
       };
-      tokenFile = common.secretFile "Bearer token for calls to the deployer and fleet-scheduler (ULTRACLOUD_TOKEN_FILE).";
+      deployerCaFile = common.secretFile "PEM CA bundle verifying the deployer, normally the cluster CA (ULTRACLOUD_DEPLOYER_CA); unset: plaintext, loopback only.";
+      tokenFile = common.secretFile "Operator token for calls to the deployer and fleet-scheduler (ULTRACLOUD_DEPLOYER_TOKEN_FILE).";
+      installerImage = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/etc/ultracloud/installer-kexec.json";
+        description = ''
+          JSON file describing the installer kernel and initrd (URLs the hosts fetch, SHA-256s, kernel
+          command line) that reinstall and rescue boot by kexec (ULTRACLOUD_INSTALLER_IMAGE). Unset:
+          such requests are reported as not relayable and the installer is booted by hand.
+        '';
+      };
     };
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
@@ -39,9 +50,12 @@ in
       environment = {
         ULTRACLOUD_DEPLOYER = cfg.deployerAddress;
         ULTRACLOUD_FLEET_SCHEDULER = cfg.fleetSchedulerAddress;
+      } // lib.optionalAttrs (cfg.installerImage != null) {
+        ULTRACLOUD_INSTALLER_IMAGE = cfg.installerImage;
       };
       credentials = common.serverCredentials cfg // {
-        "token" = { file = cfg.tokenFile; env = "ULTRACLOUD_TOKEN_FILE"; };
+        "token" = { file = cfg.tokenFile; env = "ULTRACLOUD_DEPLOYER_TOKEN_FILE"; };
+        "deployer-ca.pem" = { file = cfg.deployerCaFile; env = "ULTRACLOUD_DEPLOYER_CA"; };
       };
       serviceConfig = common.serviceHardening;
     })

@@ -11,6 +11,8 @@ import {
   type ConnectRequest,
   type ConnectResponse,
   type HostAgentHello,
+  type KexecImage,
+  MachineCommandPhase,
   RebootRequest,
 } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
 import { AsyncQueue } from '../../lib/async-queue.js';
@@ -19,12 +21,14 @@ import { FailedPreconditionError, type FieldViolation, InvalidArgumentError, Per
 import type { HandlerContext } from '../../lib/grpc/server.js';
 import type { Logger } from '../../lib/log.js';
 import { durationOfMs } from './domain/deployment-spec.js';
+import { machineCommandFor, wantsMachineCommand } from './domain/machine-commands.js';
+import type { NodeFacts } from './domain/selection.js';
 import type { MachineInventory } from './machine-inventory.js';
 import { disconnectReplica, enqueue, type Heartbeat, markHealthy, recordDisconnect, recordHello, recordReport, streamOwner, touchAgents } from './store/agents.js';
 import { activationReportJson } from './store/documents.js';
-import { desiredSystemsOf, type StoredDesiredSystem } from './store/rollouts.js';
+import { appendEvents, desiredSystemsOf, type StoredDesiredSystem } from './store/rollouts.js';
 import type { HostsDatabase } from './store/tables.js';
-import { WAKEUP_CHANNELS } from './wakeups.js';
+import { parseNodeListBody, parseWakeup, WAKEUP_CHANNELS, wakeupPayload } from './wakeups.js';
 
 interface AgentSession {
   readonly nodeId: string;
@@ -40,6 +44,8 @@ interface AgentSession {
   healthy: boolean;
   /** An activation is under way (per the hello's journal or the latest report). */
   activating: boolean;
+  /** Id of the MachineCommand sent (or found impossible to send) on this stream. */
+  sentCommand: string | undefined;
 }
 
 export interface AgentStreamsObserver {
@@ -53,6 +59,8 @@ export interface AgentStreamsOptions {
   readonly inventory: MachineInventory;
   readonly notifications: DatabaseNotifications | undefined;
   readonly heartbeatIntervalMs: number;
+  /** The installer reinstall and rescue commands boot (kexec); unset: those requests cannot be relayed. */
+  readonly installerImage?: KexecImage | undefined;
   /** Wakes the leader when it runs in this process (the notification reaches other replicas). */
   readonly wakeLeader: () => void;
   readonly observer?: AgentStreamsObserver;
@@ -103,10 +111,20 @@ export class AgentStreams {
     if (n) {
       this.unlisten.push(
         n.listen(WAKEUP_CHANNELS.deliver, {
-          onNotification: (payload) => this.deliver(payload === '*' || payload === '' ? '*' : payload.split(',')),
+          onNotification: (payload) => {
+            const { replica, body } = parseWakeup(payload);
+            // This replica's leader delivered to its own streams before notifying.
+            if (replica !== this.options.replica) this.deliver(parseNodeListBody(body));
+          },
           onResync: () => this.deliver('*'),
         }),
-        n.listen(WAKEUP_CHANNELS.streams, { onNotification: (nodeId) => void this.checkOwner(nodeId) }),
+        n.listen(WAKEUP_CHANNELS.streams, {
+          onNotification: (payload) => {
+            // A newer stream on this replica has replaced the older one in memory already.
+            const { replica, body } = parseWakeup(payload);
+            if (replica !== this.options.replica) void this.checkOwner(body);
+          },
+        }),
       );
     }
     this.flushTimer = setInterval(() => void this.flushBeats(), HEARTBEAT_FLUSH_MS);
@@ -121,10 +139,22 @@ export class AgentStreams {
     await disconnectReplica(this.options.db, this.options.replica, new Date()).catch(() => undefined);
   }
 
-  /** Delivers what the leader decided for these nodes, if this replica holds their streams. */
-  deliver(nodeIds: readonly string[] | '*'): void {
+  /**
+   * Delivers what the leader decided for these nodes, if this replica holds their streams:
+   * `decided` (what the leader in this process just committed) at once, the rest after reading
+   * it from the database.
+   */
+  deliver(nodeIds: readonly string[] | '*', decided?: ReadonlyMap<string, StoredDesiredSystem>): void {
+    if (decided && decided.size > 0) {
+      let sent = 0;
+      for (const [id, d] of decided) {
+        const session = this.sessions.get(id);
+        if (session && this.send(session, d)) sent++;
+      }
+      if (sent > 0) this.log.info({ event: 'desired_systems.sent', streams: sent });
+    }
     if (nodeIds === '*') this.deliverAll = true;
-    else for (const id of nodeIds) if (this.sessions.has(id)) this.pendingDelivery.add(id);
+    else for (const id of nodeIds) if (this.sessions.has(id) && !decided?.has(id)) this.pendingDelivery.add(id);
     if (this.deliveryScheduled || (!this.deliverAll && this.pendingDelivery.size === 0)) return;
     this.deliveryScheduled = true;
     setImmediate(() => void this.flushDeliveries());
@@ -138,32 +168,39 @@ export class AgentStreams {
     if (ids.length === 0) return;
     try {
       const desired = await desiredSystemsOf(this.options.db, ids);
+      let sent = 0;
       for (const id of ids) {
         const session = this.sessions.get(id);
         const d = desired.get(id);
-        if (session && d) this.send(session, d);
+        if (session && d && this.send(session, d)) sent++;
       }
+      if (sent > 0) this.log.info({ event: 'desired_systems.sent', streams: sent });
     } catch (err) {
       this.log.error({ event: 'delivery.failed', nodes: ids.length, err });
     }
   }
 
-  private send(session: AgentSession, stored: StoredDesiredSystem): void {
+  /** Sends what the stream has not had yet; true when something was sent. */
+  private send(session: AgentSession, stored: StoredDesiredSystem): boolean {
     const d = stored.desired;
     const key = `${d.deployment}/${d.revision}`;
+    let sent = false;
     if (session.sentDesired !== key) {
       session.outbox.push({ payload: { $case: 'desiredSystem', value: d } });
       session.sentDesired = key;
       session.sentGrant = undefined;
-      this.log.info({ event: 'desired_system.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
+      sent = true;
+      this.log.debug({ event: 'desired_system.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
     }
     const deadline = stored.rebootGrantDeadline?.getTime();
     const sameBoot = stored.rebootGrantBootId === '' || stored.rebootGrantBootId === session.bootId;
     if (deadline !== undefined && deadline > Date.now() && sameBoot && session.sentGrant !== deadline) {
       session.outbox.push({ payload: { $case: 'rebootGrant', value: { deployment: d.deployment, revision: d.revision, deadline: new Date(deadline) } } });
       session.sentGrant = deadline;
+      sent = true;
       this.log.info({ event: 'reboot_grant.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
     }
+    return sent;
   }
 
   /** The deployer's machines changed: streams of nodes that lost their assignment end. */
@@ -172,13 +209,45 @@ export class AgentStreams {
     this.inventoryCheckScheduled = true;
     setImmediate(() => {
       this.inventoryCheckScheduled = false;
-      const known = new Set(this.options.inventory.nodes().map((n) => n.nodeId));
       for (const session of [...this.sessions.values()]) {
-        if (known.has(session.nodeId)) continue;
+        const node = this.options.inventory.byNode(session.nodeId);
+        if (node) {
+          this.relayMachineCommand(session, node);
+          continue;
+        }
         this.sessions.delete(session.nodeId);
         session.outbox.end(new FailedPreconditionError(`node ${session.nodeId} no longer has an assignment in the deployer`));
       }
     });
+  }
+
+  /**
+   * Sends the node its reinstall or rescue command while its machine is in `reprovisioning` or
+   * `rescue` (once per stream; the agent carries out each command id once and repeats its last
+   * report). Without an installer image the request cannot be carried out: said once per stream,
+   * in the log and the node's events.
+   */
+  private relayMachineCommand(session: AgentSession, node: NodeFacts): void {
+    if (!wantsMachineCommand(node)) return;
+    const image = this.options.installerImage;
+    const command = machineCommandFor(node, image);
+    if (!command || session.sentCommand === command.commandId) return;
+    session.sentCommand = command.commandId;
+    const kind = node.machineState === 'rescue' ? 'rescue' : 'reinstall';
+    if (!image) {
+      this.log.warn({ event: 'machine_command.unavailable', node_id: node.nodeId, machine_id: node.machineId, kind, reason: 'no installer image configured (--installer-image)' });
+      this.recordCommandEvent(node.nodeId, 'machine.command_unavailable', `${kind} requested in the deployer, but this host-controller has no installer image to boot (--installer-image); boot the installer by hand`);
+      return;
+    }
+    session.outbox.push({ payload: { $case: 'machineCommand', value: command } });
+    this.log.info({ event: 'machine_command.sent', node_id: node.nodeId, machine_id: node.machineId, command_id: command.commandId, kind });
+    this.recordCommandEvent(node.nodeId, 'machine.command_sent', `${kind}: command ${command.commandId}`);
+  }
+
+  private recordCommandEvent(nodeId: string, kind: string, message: string): void {
+    appendEvents(this.options.db, [{ at: new Date(), deployment: '', revision: 0n, nodeId, kind, fromPhase: '', toPhase: '', message, replica: this.options.replica }]).catch((err: unknown) =>
+      this.log.warn({ event: 'machine_command.event_failed', node_id: nodeId, err }),
+    );
   }
 
   private async checkOwner(nodeId: string): Promise<void> {
@@ -195,7 +264,7 @@ export class AgentStreams {
 
   private notifyLeader(): void {
     this.options.wakeLeader();
-    void this.options.notifications?.notify(WAKEUP_CHANNELS.leader);
+    void this.options.notifications?.notify(WAKEUP_CHANNELS.leader, wakeupPayload(this.options.replica));
   }
 
   private ack(session: AgentSession, sequence: bigint, hello = false): void {
@@ -232,6 +301,7 @@ export class AgentStreams {
       sentGrant: undefined,
       healthy: HEALTHY_STATES.has(hello.systemState) && !activating,
       activating,
+      sentCommand: undefined,
     };
     const log = context.log.child({ node_id: hello.nodeId });
     const previous = this.sessions.get(hello.nodeId);
@@ -243,12 +313,14 @@ export class AgentStreams {
       await recordHello(this.options.db, hello, { streamId: session.streamId, replica: this.options.replica, peer: context.peer }, session.healthy, new Date());
       log.info({ event: 'agent.connected', boot_id: hello.bootId, current_system: hello.currentSystemPath, healthy: session.healthy, peer: context.peer });
       this.options.observer?.message('hello');
-      void this.options.notifications?.notify(WAKEUP_CHANNELS.streams, hello.nodeId);
+      void this.options.notifications?.notify(WAKEUP_CHANNELS.streams, wakeupPayload(this.options.replica, hello.nodeId));
       this.notifyLeader();
       this.ack(session, first.value.sequence, true);
       const desired = await desiredSystemsOf(this.options.db, [hello.nodeId]);
       const current = desired.get(hello.nodeId);
       if (current) this.send(session, current);
+      const node = this.options.inventory.byNode(hello.nodeId);
+      if (node) this.relayMachineCommand(session, node);
       void this.read(messages, session, log).then(
         () => session.outbox.end(),
         (err: unknown) => session.outbox.end(context.signal.aborted ? undefined : err),
@@ -312,10 +384,15 @@ export class AgentStreams {
           this.ack(session, sequence);
           break;
         }
-        case 'machineCommandReport':
-          log.info({ event: 'machine_command.report', command_id: payload.value.commandId, message: payload.value.message });
+        case 'machineCommandReport': {
+          const report = payload.value;
+          if (report.commandId === '') throw new InvalidArgumentError({ field: 'machine_command_report.command_id', description: 'required' });
+          const phase = (MachineCommandPhase[report.phase] ?? 'MACHINE_COMMAND_PHASE_UNSPECIFIED').replace(/^MACHINE_COMMAND_PHASE_/, '');
+          await appendEvents(db, [{ at: now, deployment: '', revision: 0n, nodeId: session.nodeId, kind: 'machine.command_report', fromPhase: '', toPhase: phase, message: `${report.commandId}${report.message ? `: ${report.message}` : ''}`, replica: this.options.replica }]);
+          log.info({ event: 'machine_command.report', command_id: report.commandId, phase, message: report.message });
           this.ack(session, sequence);
           break;
+        }
       }
       this.options.observer?.message(payload.$case);
     }

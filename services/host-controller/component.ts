@@ -31,7 +31,7 @@ import { hostAgentService } from './rpc/host-agents.js';
 import { hostDeploymentService } from './rpc/host-deployments.js';
 import { HOST_CONTROLLER_POLICY } from './rpc/policy.js';
 import type { HostsDatabase } from './store/tables.js';
-import { WAKEUP_CHANNELS } from './wakeups.js';
+import { WAKEUP_CHANNELS, wakeupPayload } from './wakeups.js';
 
 /** The CA bundle the deployer writes into the state dir (`ultracloud up`). */
 const CA_FILE = 'ca.pem';
@@ -138,6 +138,7 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
         inventory,
         notifications,
         heartbeatIntervalMs: config.heartbeatIntervalMs,
+        installerImage: config.installerImage,
         wakeLeader: () => rolloutController.wake(),
         ...(metrics ? { observer: metrics.streams } : {}),
       });
@@ -151,7 +152,8 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
         staleAfterMs,
         reconcileIntervalMs: config.reconcileIntervalMs,
         rebootGrantMs: config.rebootGrantMs,
-        deliverLocally: (nodeIds) => agentStreams.deliver(nodeIds),
+        activationBatch: config.activationBatch,
+        deliverLocally: (nodeIds, decided) => agentStreams.deliver(nodeIds, decided),
         ...(metrics ? { observer: metrics.controller } : {}),
       });
       const leadership = leadershipFor(db, context.databaseUrl, {
@@ -166,7 +168,7 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
         staleAfterMs,
         changed: () => {
           rolloutController.wake();
-          void notifications?.notify(WAKEUP_CHANNELS.leader);
+          void notifications?.notify(WAKEUP_CHANNELS.leader, wakeupPayload(config.instanceId));
         },
       });
       if (options.initialHostDeployments) await seedHostDeployments(db, rollouts, options.initialHostDeployments, log);

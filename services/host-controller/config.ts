@@ -2,7 +2,9 @@
 import { readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseReadableFile } from '../../lib/config/daemon.js';
-import { type ConfigSpec, formatHostPort, parseDurationMs, parseHostPort } from '../../lib/config/settings.js';
+import type { KexecImage } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
+import { type ConfigSpec, formatHostPort, parseDurationMs, parseHostPort, parseIntInRange } from '../../lib/config/settings.js';
+import { parseInstallerImage } from './domain/machine-commands.js';
 
 /** A file holding one bearer token, read at start. Never logged. */
 export interface TokenFile {
@@ -28,6 +30,10 @@ export interface HostControllerConfig {
   readonly reconcileIntervalMs: number;
   readonly leaderRetryMs: number;
   readonly rebootGrantMs: number;
+  /** Activations written and delivered per transaction when one decision hands out more (large rollouts). */
+  readonly activationBatch: number;
+  /** The installer reinstall and rescue commands boot by kexec; unset: such requests are reported as not relayable. */
+  readonly installerImage: KexecImage | undefined;
 }
 
 function positiveDuration(raw: string): number {
@@ -54,6 +60,18 @@ function parseInstanceId(raw: string): string {
   return raw;
 }
 
+/** The installer image file: KexecImage as JSON (URLs the hosts fetch, SHA-256s, kernel command line). */
+function parseInstallerImageFile(raw: string): KexecImage {
+  const path = parseReadableFile(raw);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new Error(`not JSON: ${(err as Error).message}`);
+  }
+  return parseInstallerImage(json);
+}
+
 export const HOST_CONTROLLER_CONFIG_SPEC: ConfigSpec<HostControllerConfig> = {
   deployerAddress: { env: 'ULTRACLOUD_DEPLOYER', flag: 'deployer', description: 'the deployer to watch machines from, host:port', parse: address, optional: true },
   deployerCaFile: { env: 'ULTRACLOUD_DEPLOYER_CA', flag: 'deployer-ca', description: 'CA bundle verifying the deployer (unset: plaintext, loopback only)', parse: parseReadableFile, optional: true },
@@ -66,4 +84,18 @@ export const HOST_CONTROLLER_CONFIG_SPEC: ConfigSpec<HostControllerConfig> = {
   reconcileIntervalMs: { env: 'ULTRACLOUD_RECONCILE_INTERVAL', flag: 'reconcile-interval', description: 'how often the leader re-plans without a wake-up (timeouts, staleness)', parse: positiveDuration, default: 2_000 },
   leaderRetryMs: { env: 'ULTRACLOUD_LEADER_RETRY', flag: 'leader-retry', description: 'how often a follower tries to become the leader', parse: positiveDuration, default: 1_000 },
   rebootGrantMs: { env: 'ULTRACLOUD_REBOOT_GRANT_TTL', flag: 'reboot-grant-ttl', description: 'how long a reboot grant is valid', parse: positiveDuration, default: 120_000 },
+  activationBatch: {
+    env: 'ULTRACLOUD_ACTIVATION_BATCH',
+    flag: 'activation-batch',
+    description: 'activations written and delivered per transaction when one decision hands out more',
+    parse: parseIntInRange(1, 100_000),
+    default: 1_000,
+  },
+  installerImage: {
+    env: 'ULTRACLOUD_INSTALLER_IMAGE',
+    flag: 'installer-image',
+    description: 'JSON file describing the installer kernel and initrd that reinstall and rescue boot by kexec',
+    parse: parseInstallerImageFile,
+    optional: true,
+  },
 };

@@ -39,6 +39,8 @@ export function nodeFactsOf(m: Machine): NodeFacts | undefined {
     pool: a.pool,
     labels: { ...a.labels },
     failureDomain: a.failureDomain,
+    stateChangedAt: m.stateChangedAt,
+    statusMessage: m.statusMessage,
   };
 }
 

@@ -8,7 +8,7 @@
 import type { Kysely } from 'kysely';
 import { ClientError, Status } from 'nice-grpc';
 import { type ActivationReport, RebootRequest } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
-import { NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { type DesiredSystem, NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
 import type { DatabaseNotifications } from '../../lib/db/notifications.js';
 import type { Logger } from '../../lib/log.js';
 import { applyActivationReport, applyRebootRequest, FAILED_PHASES, IN_PROGRESS, type NodeRollout, phaseName } from './domain/node-rollout.js';
@@ -16,9 +16,9 @@ import { type AgentLiveness, nodeOwners, planRollout } from './domain/rollout-pl
 import { fence, LeadershipLost } from './leader-election.js';
 import type { MachineInventory } from './machine-inventory.js';
 import type { NodeDrainer } from './node-drainer.js';
-import { allAgents, deleteInbox, isLive, takeInbox } from './store/agents.js';
+import { agentsLiveness, deleteInbox, isLive, takeInbox } from './store/agents.js';
 import { activationReportJson } from './store/documents.js';
-import { listDeployments, plannerStateChanged, rolloutPhaseName, updatePlannerState } from './store/deployments.js';
+import { listDeployments, lockDeploymentVersions, plannerStateChanged, rolloutPhaseName, updatePlannerState } from './store/deployments.js';
 import {
   appendEvents,
   deleteNodeRollouts,
@@ -28,10 +28,11 @@ import {
   saveDesiredSystems,
   saveNodeRollouts,
   setCordoned,
+  type StoredDesiredSystem,
   withdrawDesiredSystems,
 } from './store/rollouts.js';
 import type { HostsDatabase } from './store/tables.js';
-import { nodeListPayload, WAKEUP_CHANNELS } from './wakeups.js';
+import { nodeListBody, parseWakeup, WAKEUP_CHANNELS, wakeupPayload } from './wakeups.js';
 
 const INBOX_BATCH = 5000;
 /** How often the same node is asked to drain while its drain is in progress. */
@@ -52,17 +53,46 @@ export interface RolloutControllerOptions {
   readonly staleAfterMs: number;
   readonly reconcileIntervalMs: number;
   readonly rebootGrantMs: number;
-  /** Delivers to streams this replica holds, without waiting for the notification to come back. */
-  readonly deliverLocally: (nodeIds: readonly string[] | '*') => void;
+  /**
+   * Delivers to streams this replica holds, without waiting for a notification: `decided` are the
+   * desired systems this tick committed (sent from memory), the other nodes are read back.
+   */
+  readonly deliverLocally: (nodeIds: readonly string[], decided: ReadonlyMap<string, StoredDesiredSystem>) => void;
   readonly observer?: RolloutControllerObserver;
+  /** Activations written (and delivered) per transaction when a tick hands out more; default 1,000. */
+  readonly activationBatch?: number;
+}
+
+const DEFAULT_ACTIVATION_BATCH = 1_000;
+
+/** One node's activation as decided by a tick, with what it was decided from. */
+interface Activation {
+  readonly deployment: string;
+  /** The deployment's resource_version the decision was based on. */
+  readonly resourceVersion: bigint;
+  readonly desired: DesiredSystem;
+}
+
+/**
+ * Activations of a large rollout decided by one tick but written after its transaction, a batch
+ * per transaction, each delivered as soon as it commits: the streams start receiving while the
+ * database still writes the rest. Each batch holds its nodes' entries and events.
+ */
+interface DeferredBatch {
+  readonly activations: readonly Activation[];
+  readonly rows: ReadonlyMap<string, readonly NodeRollout[]>;
+  readonly events: readonly RolloutEvent[];
 }
 
 interface TickOutcome {
   readonly deliver: string[];
+  /** Desired systems handed out by this tick, as stored (no reboot grant yet). */
+  readonly decided: Map<string, StoredDesiredSystem>;
   readonly drains: { nodeId: string; deployment: string; revision: bigint }[];
   readonly uncordons: { nodeId: string; deployment: string }[];
   readonly draining: Set<string>;
   readonly healthy: Set<string>;
+  readonly deferred: readonly DeferredBatch[];
 }
 
 export class RolloutController {
@@ -101,7 +131,13 @@ export class RolloutController {
   }
 
   start(): void {
-    this.unlisten = this.options.notifications?.listen(WAKEUP_CHANNELS.leader, { onNotification: () => this.wake(), onResync: () => this.wake() });
+    this.unlisten = this.options.notifications?.listen(WAKEUP_CHANNELS.leader, {
+      // This replica's own writers woke it directly.
+      onNotification: (payload) => {
+        if (parseWakeup(payload).replica !== this.options.replica) this.wake();
+      },
+      onResync: () => this.wake(),
+    });
     this.timer = setInterval(() => this.wake(), this.options.reconcileIntervalMs);
     this.timer.unref();
   }
@@ -143,6 +179,14 @@ export class RolloutController {
     try {
       const result = await this.tick(epoch);
       this.afterCommit(epoch, result);
+      for (const batch of result.deferred) {
+        if (this.stopped || this.epoch !== epoch) break;
+        if (!(await this.writeDeferred(epoch, batch))) {
+          // An operator changed a deployment meanwhile: the rest is planned again, from the database.
+          this.again = true;
+          break;
+        }
+      }
     } catch (err) {
       if (err instanceof LeadershipLost) {
         outcome = 'deposed';
@@ -167,7 +211,7 @@ export class RolloutController {
       await fence(trx, epoch, now);
       const deployments = await listDeployments(trx, { lock: true });
       const rowsByDeployment = await nodeRollouts(trx);
-      const agents = await allAgents(trx);
+      const agents = await agentsLiveness(trx);
       const inbox = await takeInbox(trx, INBOX_BATCH);
       // As loaded, to see which activations this tick ended (by report or by plan).
       const loaded = new Map([...rowsByDeployment].map(([name, rows]) => [name, new Map(rows)]));
@@ -179,6 +223,8 @@ export class RolloutController {
         if (before && before.phase === after.phase) return;
         events.push({ at: now, deployment, revision: after.revision, nodeId: after.nodeId, kind: 'node.phase', fromPhase: before ? phaseName(before.phase) : '', toPhase: phaseName(after.phase), message: after.message, replica });
       };
+      /** Nodes whose entry an agent's message changed in this tick (never deferred: the inbox is taken now). */
+      const reported = new Set<string>();
       const markDirty = (deployment: string, row: NodeRollout) => {
         let m = dirty.get(deployment);
         if (!m) dirty.set(deployment, (m = new Map()));
@@ -198,12 +244,15 @@ export class RolloutController {
         if (!next) continue;
         changeEvent(message.deployment, row, next);
         rows.set(next.nodeId, next);
+        reported.add(`${message.deployment}\u0000${next.nodeId}`);
         markDirty(message.deployment, next);
       }
 
       // Plan every deployment.
       const owners = nodeOwners(deployments, nodes);
       const deliver = new Set<string>();
+      const decided = new Map<string, StoredDesiredSystem>();
+      const activations: Activation[] = [];
       const drains: TickOutcome['drains'] = [];
       const uncordons: TickOutcome['uncordons'] = [];
       const draining = new Set<string>();
@@ -224,11 +273,14 @@ export class RolloutController {
         await deleteNodeRollouts(trx, name, plan.removed.map((r) => r.nodeId));
         for (const a of plan.activations) {
           deliver.add(a.nodeId);
+          decided.set(a.nodeId, { desired: a, rebootGrantDeadline: undefined, rebootGrantBootId: '' });
+          activations.push({ deployment: name, resourceVersion: d.resourceVersion, desired: a });
           events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: '', toPhase: '', message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
         }
-        await saveDesiredSystems(trx, plan.activations, now);
         for (const g of plan.rebootGrants) {
           deliver.add(g.nodeId);
+          decided.delete(g.nodeId);
+          reported.add(`${name}\u0000${g.nodeId}`);
           await grantReboot(trx, g.nodeId, g.deadline, bootIds.get(g.nodeId) ?? '', now);
           events.push({ at: now, deployment: name, revision: d.revision, nodeId: g.nodeId, kind: 'decision.reboot_grant', fromPhase: '', toPhase: '', message: `reboot before ${g.deadline.toISOString()}`, replica });
         }
@@ -243,6 +295,15 @@ export class RolloutController {
         }
         for (const nodeId of plan.uncordons) uncordons.push({ nodeId, deployment: name });
       }
+      const deferred = deferActivations(activations, this.options.activationBatch ?? DEFAULT_ACTIVATION_BATCH, reported, dirty, events);
+      for (const batch of deferred) {
+        for (const a of batch.activations) {
+          deliver.delete(a.desired.nodeId);
+          decided.delete(a.desired.nodeId);
+        }
+      }
+      const deferredNodes = new Set(deferred.flatMap((b) => b.activations.map((a) => `${a.deployment}\u0000${a.desired.nodeId}`)));
+      await saveDesiredSystems(trx, activations.filter((a) => !deferredNodes.has(`${a.deployment}\u0000${a.desired.nodeId}`)).map((a) => a.desired), now);
       for (const [name, rows] of dirty) {
         await saveNodeRollouts(trx, name, [...rows.values()]);
         // An activation that ended without success is not handed out again.
@@ -256,20 +317,44 @@ export class RolloutController {
       await deleteInbox(trx, inbox.map((e) => e.id));
       const healthy = new Set(agents.filter((a) => isLive(a, staleBefore) && a.healthyBootId !== '' && a.healthyBootId === a.bootId).map((a) => a.nodeId));
       if (inbox.length === INBOX_BATCH) this.again = true;
-      return { deliver: [...deliver], drains, uncordons, draining, healthy };
+      return { deliver: [...deliver], decided, drains, uncordons, draining, healthy, deferred };
     });
   }
 
   private afterCommit(epoch: bigint, t: TickOutcome): void {
     if (t.deliver.length > 0) {
-      this.options.deliverLocally(t.deliver);
-      void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, nodeListPayload(t.deliver));
+      this.options.deliverLocally(t.deliver, t.decided);
+      void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(t.deliver)));
     }
     // What the scheduler said about nodes no longer draining is no longer news.
     for (const n of [...this.drained]) if (!t.draining.has(n)) this.drained.delete(n);
     for (const d of t.drains) this.requestDrain(d);
     for (const u of t.uncordons) this.requestUncordon(epoch, u);
     this.activateHealthy(epoch, t.healthy);
+  }
+
+  /**
+   * Writes one deferred batch in a fenced transaction of its own, if its deployments are still as
+   * planned (same resource_version, under their row locks), then delivers it. False, with nothing
+   * written, when an operator changed one of them meanwhile.
+   */
+  private async writeDeferred(epoch: bigint, batch: DeferredBatch): Promise<boolean> {
+    const now = new Date();
+    const planned = new Map(batch.activations.map((a) => [a.deployment, a.resourceVersion]));
+    const written = await this.options.db.transaction().execute(async (trx) => {
+      await fence(trx, epoch, now);
+      const current = await lockDeploymentVersions(trx, [...planned.keys()]);
+      for (const [name, rv] of planned) if (current.get(name) !== rv) return false;
+      for (const [name, rows] of batch.rows) await saveNodeRollouts(trx, name, rows);
+      await saveDesiredSystems(trx, batch.activations.map((a) => a.desired), now);
+      await appendEvents(trx, batch.events);
+      return true;
+    });
+    if (!written) return false;
+    const ids = batch.activations.map((a) => a.desired.nodeId);
+    this.options.deliverLocally(ids, new Map(batch.activations.map((a) => [a.desired.nodeId, { desired: a.desired, rebootGrantDeadline: undefined, rebootGrantBootId: '' }])));
+    void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(ids)));
+    return true;
   }
 
   private requestDrain(d: { nodeId: string; deployment: string; revision: bigint }): void {
@@ -335,4 +420,49 @@ export class RolloutController {
         });
     }
   }
+}
+
+/**
+ * Keeps the first `batchSize` activations in the tick's own transaction and moves the rest, with
+ * their nodes' entries and events, into batches written after it. A node whose entry an agent's
+ * message changed in this tick stays in the tick (its inbox entry is consumed there), and so does
+ * everything when there are no more than `batchSize`.
+ */
+function deferActivations(
+  activations: readonly Activation[],
+  batchSize: number,
+  keep: ReadonlySet<string>,
+  dirty: Map<string, Map<string, NodeRollout>>,
+  events: RolloutEvent[],
+): DeferredBatch[] {
+  if (activations.length <= batchSize) return [];
+  const key = (deployment: string, nodeId: string) => `${deployment}\u0000${nodeId}`;
+  const later = activations.slice(batchSize).filter((a) => !keep.has(key(a.deployment, a.desired.nodeId)));
+  if (later.length === 0) return [];
+  const batchOf = new Map<string, number>();
+  later.forEach((a, i) => batchOf.set(key(a.deployment, a.desired.nodeId), Math.floor(i / batchSize)));
+  const batches = Array.from({ length: Math.ceil(later.length / batchSize) }, (_, i) => ({
+    activations: later.slice(i * batchSize, (i + 1) * batchSize),
+    rows: new Map<string, NodeRollout[]>(),
+    events: [] as RolloutEvent[],
+  }));
+  for (const [deployment, rows] of dirty) {
+    for (const [nodeId, row] of rows) {
+      const b = batchOf.get(key(deployment, nodeId));
+      if (b === undefined) continue;
+      rows.delete(nodeId);
+      const target = batches[b] as (typeof batches)[number];
+      const list = target.rows.get(deployment) ?? [];
+      list.push(row);
+      target.rows.set(deployment, list);
+    }
+  }
+  const kept: RolloutEvent[] = [];
+  for (const e of events) {
+    const b = e.nodeId === '' ? undefined : batchOf.get(key(e.deployment, e.nodeId));
+    if (b === undefined) kept.push(e);
+    else (batches[b] as (typeof batches)[number]).events.push(e);
+  }
+  events.splice(0, events.length, ...kept);
+  return batches;
 }

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import { sql } from 'kysely';
 import { ClientError, Status } from 'nice-grpc';
 import { HostAgentServiceDefinition } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
 import { DiffAction, type HostRollout } from '../../gen/ts/ultracloud/host/v1/host_deployment_service.js';
@@ -14,6 +15,7 @@ import {
   ActivationFailureReason,
   ActivationStrategy,
   HostDeployment,
+  FailureDomainOrdering,
   HostDeploymentPauseCause as Cause,
   HostDeploymentPhase as Phase,
   NodeRolloutPhase as P,
@@ -186,6 +188,32 @@ eachTarget('a 6-node rollout with max_unavailable 1 never has more than one node
   t.true((second.status?.nodes ?? []).every((n) => n.systemPath === next && n.phase === P.NODE_ROLLOUT_PHASE_SUCCEEDED));
   for (const a of agents) t.deepEqual(a.activations, ['fleet-os/1', 'fleet-os/2']);
   t.is((await replay(f)).most, 1);
+});
+
+eachTarget('a decision larger than one activation batch is written and delivered batch by batch: every node activated once, the event log complete', async (t, target) => {
+  const f = await fleet(t, target, 6, { 'activation-batch': '2' });
+  // Slow activations: all six are under way before the first finishes.
+  const agents = f.nodes.map((n) => f.agent(n, { stepDelayMs: 1_000 }));
+  await Promise.all(agents.map((a) => a.waitFor((x) => x.connected, 30_000, 'connected')));
+  // No failure-domain ordering: one decision hands out all six (in three batches of two).
+  await apply(f, deployment({ maxUnavailable: { value: { $case: 'percent', value: 100 } }, rolloutOrder: { byFailureDomain: FailureDomainOrdering.FAILURE_DOMAIN_ORDERING_NONE, failureDomains: [] } }));
+  const done = await waitForPhase(f, Phase.HOST_DEPLOYMENT_PHASE_COMPLETED);
+  t.like(done.status, { selectedNodes: 6, succeededNodes: 6, maxUnavailableNodes: 6 });
+  const { events, most, activations } = await replay(f);
+  t.is(most, 6, 'all six in progress together, as max_unavailable allows');
+  t.deepEqual([...activations.values()], [1, 1, 1, 1, 1, 1], 'each node handed its desired system once');
+  for (const a of agents) t.deepEqual(a.activations, ['fleet-os/1'], `${a.nodeId} activated once`);
+  // Each node's decision and its move to ACTIVATING are committed together.
+  for (const e of events.filter((x) => x.kind === 'decision.activate')) {
+    t.true(events.some((x) => x.kind === 'node.phase' && x.nodeId === e.nodeId && x.toPhase === 'ACTIVATING'), `${e.nodeId} recorded ACTIVATING`);
+  }
+  t.deepEqual(events.filter((e) => e.kind === 'decision.activate').map((e) => e.nodeId).sort(), ['cp-1', 'cp-2', 'cp-3', 'worker-1', 'worker-2', 'worker-3']);
+  // Three transactions (the decision's and two more), each holding two nodes' decisions, entries and desired systems.
+  const written = await sql<{ tx: string; decisions: string; desired: string }>`
+    SELECT e.xmin::text AS tx, count(*)::text AS decisions,
+           (SELECT count(*) FROM ${sql.table('desired_systems')} d WHERE d.xmin = e.xmin)::text AS desired
+    FROM ${sql.table('rollout_events')} e WHERE e.kind = 'decision.activate' GROUP BY e.xmin`.execute(f.hostsDb);
+  t.deepEqual(written.rows.map((r) => `${r.decisions}/${r.desired}`), ['2/2', '2/2', '2/2']);
 });
 
 eachTarget('failures beyond the failure budget pause the rollout; resuming forgives them and it goes on', async (t, target) => {

@@ -4,7 +4,11 @@
 // a real Nix profile. A HostDeployment applied through HostDeploymentService is activated and
 // confirmed, the machine becomes active, a failing revision is rolled back and pauses the
 // rollout, and the boot strategy reboots only when the controller grants it.
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { HostRollout } from '../../gen/ts/ultracloud/host/v1/host_deployment_service.js';
 import { MachineState } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
@@ -18,7 +22,7 @@ import {
 } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { databaseTargets, type DatabaseTargetName, unavailableTargetTest } from '../helpers/databases.js';
 import { eventually } from '../helpers/eventually.js';
-import { type FleetNode, type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
+import { FAST_FLAGS, type FleetNode, type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
 import { nixAvailability } from '../helpers/nix.js';
 import { hostScripts, type NixAgentProcess, startNixAgentProcess } from '../helpers/nix-agent-process.js';
 import { activationLog, createTestHost, currentSystem, generationNames, rebootHost, removeTestHost, type SwitchBehaviour, type TestHost } from '../helpers/nix-systems.js';
@@ -49,9 +53,9 @@ interface Setup {
   start(bootId?: string): NixAgentProcess;
 }
 
-async function setup(t: ExecutionContext, target: DatabaseTargetName, systems: Readonly<Record<string, SwitchBehaviour>>): Promise<Setup> {
+async function setup(t: ExecutionContext, target: DatabaseTargetName, systems: Readonly<Record<string, SwitchBehaviour>>, flags: Readonly<Record<string, string>> = {}): Promise<Setup> {
   const host = await createTestHost(systems);
-  const fleet = await startHostFleet(target, { nodes: 1 });
+  const fleet = await startHostFleet(target, { nodes: 1, flags: { ...FAST_FLAGS, ...flags } });
   const node = fleet.nodes[0] as FleetNode;
   const scripts = hostScripts(host);
   const agents: NixAgentProcess[] = [];
@@ -153,4 +157,41 @@ eachTarget('boot strategy through the real host-controller: the agent stages, re
   s.start('boot-2');
   const done = await nodeStatus(s.fleet, (p) => p === NodeRolloutPhase.NODE_ROLLOUT_PHASE_SUCCEEDED, 'the node SUCCEEDED after the reboot');
   t.like(done.status?.nodes[0], { systemPath: s.host.systems.kernel, generation: 2n });
+}, 'pglite');
+
+eachTarget('an operator Reinstall reaches the node: the controller relays it as a MachineCommand and the real agent boots the installer by kexec', async (t, target) => {
+  const kernel = Buffer.from('installer kernel');
+  const initrd = Buffer.from('installer initrd');
+  const server = createServer((req, res) => res.end(req.url === '/bzImage' ? kernel : req.url === '/initrd' ? initrd : ''));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const dir = mkdtempSync(join(tmpdir(), 'ultracloud-installer-image-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const imageFile = join(dir, 'installer-kexec.json');
+  writeFileSync(imageFile, JSON.stringify({ kernelUrl: `${base}/bzImage`, kernelSha256: sha(kernel), initrdUrl: `${base}/initrd`, initrdSha256: sha(initrd), cmdline: 'init=/init ultracloud.deployer=10.0.0.1:7001' }));
+
+  const s = await setup(t, target, {}, { 'installer-image': imageFile });
+  const scripts = hostScripts(s.host);
+  s.start();
+  await eventually(async () => ((await s.fleet.machines.getMachine({ key: { $case: 'machineId', value: s.node.machineId } })).machine?.state === MachineState.MACHINE_STATE_ACTIVE ? true : undefined), ROLLOUT_TIMEOUT_MS, 'the machine active');
+
+  await s.fleet.machines.reinstall({ machineId: s.node.machineId, reason: 'disk replaced', expectedResourceVersion: 0n });
+  const kexecLines = await eventually(async () => {
+    try {
+      const lines = readFileSync(scripts.kexecLog, 'utf8').trim().split('\n');
+      return lines.length === 2 ? lines : undefined;
+    } catch {
+      return undefined;
+    }
+  }, ROLLOUT_TIMEOUT_MS, 'the kexec load and jump');
+  t.regex(kexecLines[0] as string, /^kexec --load \S+\/bzImage --initrd=\S+\/initrd --command-line=init=\/init ultracloud\.deployer=10\.0\.0\.1:7001$/);
+  t.is(kexecLines[1], 'exec');
+  const events = await eventually(async () => {
+    const rows = await s.fleet.hostsDb.selectFrom('rollout_events').select(['kind', 'to_phase', 'message']).where('node_id', '=', s.node.nodeId).where('kind', 'like', 'machine.command%').orderBy('id').execute();
+    return rows.some((r) => r.to_phase === 'EXECUTING') ? rows : undefined;
+  }, ROLLOUT_TIMEOUT_MS, 'the EXECUTING report in the event log');
+  t.deepEqual(events.map((e) => `${e.kind} ${e.to_phase}`.trim()), ['machine.command_sent', 'machine.command_report ACCEPTED', 'machine.command_report EXECUTING']);
+  t.regex(events[0]?.message ?? '', new RegExp(`^reinstall: command reprovisioning-${s.node.machineId}-\\d+$`));
 }, 'pglite');

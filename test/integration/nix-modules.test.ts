@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
+import { daemonConfigSpec } from '../../lib/config/daemon.js';
+import { HOST_CONTROLLER_CONFIG_SPEC } from '../../services/host-controller/config.js';
 import { nixTest } from '../helpers/nix.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -160,6 +162,27 @@ nixTest('host-controller, fleet-scheduler and node-agent units run their compone
   }
   const disabled = await moduleConfig('host-controller', {});
   t.deepEqual(disabled, {} as ModuleConfig, 'a module left disabled adds nothing');
+});
+
+nixTest('the host-controller unit passes the settings its daemon reads: deployer CA and token as credentials, the installer image', async (t) => {
+  const config = await moduleConfig('host-controller', {
+    enable: true,
+    deployerAddress: '10.44.0.2:7001',
+    deployerCaFile: '/run/secrets/cluster-ca.pem',
+    tokenFile: '/run/secrets/hc.token',
+    installerImage: '/etc/ultracloud/installer-kexec.json',
+  });
+  const unit = config.systemd.services['ultracloud-host-controller'];
+  t.like(unit?.environment, {
+    ULTRACLOUD_DEPLOYER: '10.44.0.2:7001',
+    ULTRACLOUD_DEPLOYER_CA: '%d/deployer-ca.pem',
+    ULTRACLOUD_DEPLOYER_TOKEN_FILE: '%d/token',
+    ULTRACLOUD_INSTALLER_IMAGE: '/etc/ultracloud/installer-kexec.json',
+  });
+  // Every variable the unit sets is one the host-controller reads.
+  const read = new Set(Object.values({ ...daemonConfigSpec(7002), ...HOST_CONTROLLER_CONFIG_SPEC }).map((s) => (s as { env: string }).env));
+  for (const name of Object.keys(unit?.environment ?? {})) if (name.startsWith('ULTRACLOUD_')) t.true(read.has(name), `${name} is read by the daemon`);
+  t.deepEqual([...(unit?.serviceConfig.LoadCredential ?? [])].sort(), ['deployer-ca.pem:/run/secrets/cluster-ca.pem', 'token:/run/secrets/hc.token']);
 });
 
 /** The exporter's `config` for the lab with `mode` ({ nodeId } and/or { nodeClass }) set. */

@@ -13,6 +13,7 @@ import {
   serviceDatabase,
   type NamedServiceMigration,
 } from '../../lib/db/index.js';
+import { writeJsonRows } from '../../lib/db/json-rows.js';
 import { storageTest } from '../helpers/databases.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -337,6 +338,42 @@ storageTest('column types read back as the same JavaScript values on every drive
   // bigint parameters compare against int8 columns.
   const found = await typed.selectFrom('samples').select('id').where('big', '=', 9_007_199_254_740_993n).execute();
   t.deepEqual(found, [{ id: 1n }]);
+});
+
+storageTest('writeJsonRows inserts and upserts many rows in one statement, in order, in the service schema', async (t, db) => {
+  await migrateToLatest(db, { schema: 'deployer', migrations: deployerMigrations });
+  await sql`create table deployer.entries (
+    id bigserial primary key, node text not null unique, revision int8 not null, at timestamptz not null,
+    doc jsonb not null, note text, flag boolean not null default false)`.execute(db);
+  const scoped = serviceDatabase<{ entries: { id: Generated<bigint>; node: string; revision: bigint; at: Date; doc: unknown; note: string | null; flag: boolean } }>(db, 'deployer');
+  const at = new Date('2026-01-02T03:04:05.678Z');
+  const rows = Array.from({ length: 1000 }, (_, i) => ({ node: `n${i}`, revision: 9_007_199_254_740_993n + BigInt(i), at, doc: { path: `/nix/store/${i}`, list: [i, 'x'] }, note: i % 2 === 0 ? null : `it's "quoted" ${i}` }));
+  await writeJsonRows(scoped, { table: 'entries', columns: ['node', 'revision', 'at', 'doc', 'note'], rows });
+
+  const read = await scoped.selectFrom('entries').selectAll().orderBy('id').execute();
+  t.is(read.length, 1000);
+  // Ids ascend in the order of the rows given.
+  t.deepEqual(read.map((r) => r.node), rows.map((r) => r.node));
+  t.deepEqual(read[1], { id: read[1]?.id, node: 'n1', revision: 9_007_199_254_740_994n, at, doc: { path: '/nix/store/1', list: [1, 'x'] }, note: 'it\'s "quoted" 1', flag: false });
+  t.is(read[0]?.note, null);
+
+  // Upsert: existing rows get the listed columns, new ones are inserted; columns not listed keep their value.
+  await scoped.updateTable('entries').set({ flag: true }).where('node', '=', 'n5').execute();
+  await writeJsonRows(scoped, {
+    table: 'entries',
+    columns: ['node', 'revision', 'at', 'doc', 'note'],
+    rows: [
+      { node: 'n5', revision: 1n, at, doc: { changed: true }, note: 'again' },
+      { node: 'new', revision: 2n, at, doc: {}, note: null },
+    ],
+    onConflict: { columns: ['node'], update: ['revision', 'doc', 'note'] },
+  });
+  t.like(await scoped.selectFrom('entries').selectAll().where('node', '=', 'n5').executeTakeFirstOrThrow(), { revision: 1n, doc: { changed: true }, note: 'again', flag: true });
+  t.is((await scoped.selectFrom('entries').select('node').execute()).length, 1001);
+  // Nothing to write is no statement; a bad row fails the whole statement and writes nothing.
+  await writeJsonRows(scoped, { table: 'entries', columns: ['node'], rows: [] });
+  await t.throwsAsync(writeJsonRows(scoped, { table: 'entries', columns: ['node', 'revision', 'at', 'doc'], rows: [{ node: 'ok', revision: 1n, at, doc: {} }, { node: 'bad', revision: 'not a number', at, doc: {} }] }));
+  t.is((await scoped.selectFrom('entries').select('node').execute()).length, 1001);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ export interface NodeFacts {
   readonly labels: Readonly<Record<string, string>>;
   /** "" when the node has none. */
   readonly failureDomain: string;
+  /** When the machine entered its state (identifies a reinstall or rescue request). */
+  readonly stateChangedAt?: Date | undefined;
+  /** The deployer's status message (an operator transition's reason). */
+  readonly statusMessage?: string;
 }
 
 /** Machine states whose nodes are rolled out; others are listed as SKIPPED. */

@@ -143,8 +143,12 @@ export function isLive(a: Pick<AgentRecord, 'connected' | 'lastSeenAt'>, staleBe
   return a.connected && a.lastSeenAt.getTime() >= staleBefore.getTime();
 }
 
-export async function allAgents(db: HostsDb): Promise<AgentRecord[]> {
-  return (await db.selectFrom('agents').selectAll().execute()).map(agentFromRow);
+/** What the leader plans with, per agent: liveness, boot and running system (no reports or journals). */
+export type AgentLivenessRecord = Pick<AgentRecord, 'nodeId' | 'bootId' | 'currentSystemPath' | 'healthyBootId' | 'connected' | 'lastSeenAt'>;
+
+export async function agentsLiveness(db: HostsDb): Promise<AgentLivenessRecord[]> {
+  const rows = await db.selectFrom('agents').select(['node_id', 'boot_id', 'current_system_path', 'healthy_boot_id', 'connected', 'last_seen_at']).execute();
+  return rows.map((r) => ({ nodeId: r.node_id, bootId: r.boot_id, currentSystemPath: r.current_system_path, healthyBootId: r.healthy_boot_id, connected: r.connected, lastSeenAt: r.last_seen_at }));
 }
 
 export interface AgentQuery {

@@ -1,8 +1,10 @@
 // Node rollout entries, the desired system of each node, the rollout event log and the audit log.
 import { ActivationFailureReason, type DesiredSystem } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import { type NodeRollout, phaseFromName, phaseName } from '../domain/node-rollout.js';
+import { sql } from 'kysely';
+import { writeJsonRows } from '../../../lib/db/json-rows.js';
 import { desiredSystemJson } from './documents.js';
-import type { HostsDb, NodeRolloutsTable, Selectable } from './tables.js';
+import type { DesiredSystemsTable, HostsDb, JsonDocument, NodeRolloutsTable, RolloutEventsTable, Selectable } from './tables.js';
 
 function reasonColumn(r: ActivationFailureReason): string {
   return r === ActivationFailureReason.ACTIVATION_FAILURE_REASON_UNSPECIFIED ? '' : (ActivationFailureReason[r] ?? '').replace(/^ACTIVATION_FAILURE_REASON_/, '');
@@ -71,42 +73,35 @@ export async function nodeRollouts(db: HostsDb, deployment?: string): Promise<Ma
   return out;
 }
 
-/** Rows per statement: keeps each INSERT well below PostgreSQL's 65535 bind parameters. */
-const BATCH = 500;
+const NODE_ROLLOUT_COLUMNS = [
+  'deployment',
+  'node_id',
+  'revision',
+  'phase',
+  'hostname',
+  'failure_domain',
+  'system_path',
+  'generation',
+  'failure_reason',
+  'message',
+  'attempts',
+  'budget_counted',
+  'cordoned',
+  'reboot_requested',
+  'reboot_granted_at',
+  'started_at',
+  'finished_at',
+  'phase_changed_at',
+] as const satisfies readonly (keyof NodeRolloutsTable)[];
 
-function batches<T>(items: readonly T[]): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += BATCH) out.push(items.slice(i, i + BATCH));
-  return out;
-}
-
+/** Upserts node entries, all in one statement. */
 export async function saveNodeRollouts(db: HostsDb, deployment: string, rows: readonly NodeRollout[]): Promise<void> {
-  for (const batch of batches(rows)) {
-    await db
-      .insertInto('node_rollouts')
-      .values(batch.map((r) => nodeRolloutRow(deployment, r)))
-      .onConflict((oc) =>
-        oc.columns(['deployment', 'node_id']).doUpdateSet((eb) => ({
-          revision: eb.ref('excluded.revision'),
-          phase: eb.ref('excluded.phase'),
-          hostname: eb.ref('excluded.hostname'),
-          failure_domain: eb.ref('excluded.failure_domain'),
-          system_path: eb.ref('excluded.system_path'),
-          generation: eb.ref('excluded.generation'),
-          failure_reason: eb.ref('excluded.failure_reason'),
-          message: eb.ref('excluded.message'),
-          attempts: eb.ref('excluded.attempts'),
-          budget_counted: eb.ref('excluded.budget_counted'),
-          cordoned: eb.ref('excluded.cordoned'),
-          reboot_requested: eb.ref('excluded.reboot_requested'),
-          reboot_granted_at: eb.ref('excluded.reboot_granted_at'),
-          started_at: eb.ref('excluded.started_at'),
-          finished_at: eb.ref('excluded.finished_at'),
-          phase_changed_at: eb.ref('excluded.phase_changed_at'),
-        })),
-      )
-      .execute();
-  }
+  await writeJsonRows(db, {
+    table: 'node_rollouts',
+    columns: NODE_ROLLOUT_COLUMNS,
+    rows: rows.map((r) => nodeRolloutRow(deployment, r)),
+    onConflict: { columns: ['deployment', 'node_id'], update: NODE_ROLLOUT_COLUMNS.slice(2) },
+  });
 }
 
 export async function deleteNodeRollouts(db: HostsDb, deployment: string, nodeIds: readonly string[]): Promise<void> {
@@ -134,24 +129,37 @@ export interface StoredDesiredSystem {
   readonly rebootGrantBootId: string;
 }
 
+const DESIRED_SYSTEM_COLUMNS = ['node_id', 'deployment', 'revision', 'desired', 'reboot_grant_deadline', 'reboot_grant_boot_id', 'decided_at', 'updated_at'] as const satisfies readonly (keyof DesiredSystemsTable)[];
+
+/**
+ * The stored JSON of many desired systems. Those of one deployment revision decided at one instant
+ * share everything but the node's id and target, so the canonical JSON is built once for them and
+ * only those fields are put in per node (a rollout of thousands of nodes would otherwise spend most
+ * of its write building the same JSON again).
+ */
+export function desiredSystemDocuments(desired: readonly DesiredSystem[]): JsonDocument[] {
+  const shared = new Map<string, JsonDocument>();
+  return desired.map((d) => {
+    const key = `${d.deployment}\u0000${d.revision}\u0000${d.createdAt?.getTime() ?? ''}`;
+    let base = shared.get(key);
+    if (!base) {
+      base = desiredSystemJson.toJson({ ...d, nodeId: '', systemPath: '', flakeAttr: '' });
+      shared.set(key, base);
+    }
+    // proto3 JSON leaves out empty strings, as the codec does.
+    return { ...base, ...(d.nodeId ? { nodeId: d.nodeId } : {}), ...(d.systemPath ? { systemPath: d.systemPath } : {}), ...(d.flakeAttr ? { flakeAttr: d.flakeAttr } : {}) };
+  });
+}
+
+/** Hands each node its new desired system (an outstanding reboot grant ends with it), in one statement. */
 export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
-  for (const batch of batches(desired)) {
-    await db
-      .insertInto('desired_systems')
-      .values(batch.map((d) => ({ node_id: d.nodeId, deployment: d.deployment, revision: d.revision, desired: JSON.stringify(desiredSystemJson.toJson(d)), reboot_grant_deadline: null, decided_at: now, updated_at: now })))
-      .onConflict((oc) =>
-        oc.column('node_id').doUpdateSet((eb) => ({
-          deployment: eb.ref('excluded.deployment'),
-          revision: eb.ref('excluded.revision'),
-          desired: eb.ref('excluded.desired'),
-          reboot_grant_deadline: null,
-          reboot_grant_boot_id: '',
-          decided_at: eb.ref('excluded.decided_at'),
-          updated_at: eb.ref('excluded.updated_at'),
-        })),
-      )
-      .execute();
-  }
+  const documents = desiredSystemDocuments(desired);
+  await writeJsonRows(db, {
+    table: 'desired_systems',
+    columns: DESIRED_SYSTEM_COLUMNS,
+    rows: desired.map((d, i) => ({ node_id: d.nodeId, deployment: d.deployment, revision: d.revision, desired: documents[i], reboot_grant_deadline: null, reboot_grant_boot_id: '', decided_at: now, updated_at: now })),
+    onConflict: { columns: ['node_id'], update: DESIRED_SYSTEM_COLUMNS.slice(1) },
+  });
 }
 
 export async function grantReboot(db: HostsDb, nodeId: string, deadline: Date, bootId: string, now: Date): Promise<void> {
@@ -186,13 +194,15 @@ export interface RolloutEvent {
   readonly replica: string;
 }
 
+const EVENT_COLUMNS = ['at', 'deployment', 'revision', 'node_id', 'kind', 'from_phase', 'to_phase', 'message', 'replica'] as const satisfies readonly (keyof RolloutEventsTable)[];
+
+/** Appends events in the given order (ids ascend with it), in one statement. */
 export async function appendEvents(db: HostsDb, events: readonly RolloutEvent[]): Promise<void> {
-  for (const batch of batches(events)) {
-    await db
-      .insertInto('rollout_events')
-      .values(batch.map((e) => ({ at: e.at, deployment: e.deployment, revision: e.revision, node_id: e.nodeId, kind: e.kind, from_phase: e.fromPhase, to_phase: e.toPhase, message: e.message, replica: e.replica })))
-      .execute();
-  }
+  await writeJsonRows(db, {
+    table: 'rollout_events',
+    columns: EVENT_COLUMNS,
+    rows: events.map((e) => ({ at: e.at, deployment: e.deployment, revision: e.revision, node_id: e.nodeId, kind: e.kind, from_phase: e.fromPhase, to_phase: e.toPhase, message: e.message, replica: e.replica })),
+  });
 }
 
 export async function listEvents(db: HostsDb, query: { deployment?: string; nodeId?: string; afterId?: bigint; limit?: number } = {}): Promise<(RolloutEvent & { id: bigint })[]> {
@@ -256,7 +266,9 @@ export async function appendAudit(db: HostsDb, e: AuditEntry): Promise<void> {
  * not handed them again (it would try once more); a confirmed one stays, harmless to repeat.
  */
 export async function withdrawDesiredSystems(db: HostsDb, items: readonly { nodeId: string; deployment: string; revision: bigint }[]): Promise<void> {
-  for (const i of items) {
-    await db.deleteFrom('desired_systems').where('node_id', '=', i.nodeId).where('deployment', '=', i.deployment).where('revision', '=', i.revision).execute();
-  }
+  if (items.length === 0) return;
+  await sql`
+    DELETE FROM ${sql.table('desired_systems')} AS d
+    USING unnest(${items.map((i) => i.nodeId)}::text[], ${items.map((i) => i.deployment)}::text[], ${items.map((i) => i.revision.toString())}::bigint[]) AS w(node_id, deployment, revision)
+    WHERE d.node_id = w.node_id AND d.deployment = w.deployment AND d.revision = w.revision`.execute(db);
 }

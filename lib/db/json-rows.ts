@@ -1,0 +1,33 @@
+// Many rows in one statement with one bound parameter. The rows travel as one JSON array and
+// PostgreSQL turns them into records of the table's own row type (jsonb_populate_recordset):
+// a batch of thousands costs one JSON parse on the server, instead of a placeholder per column
+// per row (which kysely and pg build and bind one by one, and PostgreSQL caps at 65,535).
+import { type Kysely, sql } from 'kysely';
+
+/** JSON for jsonb_populate_recordset: bigints as strings (the column's type reads them), Dates as ISO. */
+export function jsonRows(rows: readonly object[]): string {
+  return JSON.stringify(rows, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+}
+
+export interface JsonRowsWrite {
+  /** Table name as the store sees it (qualified by the service's schema plugin). */
+  readonly table: string;
+  /** Columns written; every row object carries them under these names (nested objects fill jsonb columns). */
+  readonly columns: readonly string[];
+  readonly rows: readonly object[];
+  /** Upsert: on a conflict over these columns, set `update` from the new row. Keys must be unique within `rows`. */
+  readonly onConflict?: { readonly columns: readonly string[]; readonly update: readonly string[] };
+}
+
+/** INSERT (or upsert) `rows` in one statement, in their order (serial ids ascend with it). Does nothing for no rows. */
+export async function writeJsonRows(db: Kysely<unknown> | { executeQuery: Kysely<unknown>['executeQuery'] }, w: JsonRowsWrite): Promise<void> {
+  if (w.rows.length === 0) return;
+  const columns = sql.join(w.columns.map((c) => sql.id(c)));
+  const selected = sql.join(w.columns.map((c) => sql.id('r', c)));
+  const conflict = w.onConflict
+    ? sql` ON CONFLICT (${sql.join(w.onConflict.columns.map((c) => sql.id(c)))}) DO UPDATE SET ${sql.join(w.onConflict.update.map((c) => sql`${sql.id(c)} = ${sql.id('excluded', c)}`))}`
+    : sql``;
+  await sql`INSERT INTO ${sql.table(w.table)} (${columns})
+    SELECT ${selected} FROM jsonb_populate_recordset(NULL::${sql.table(w.table)}, ${jsonRows(w.rows)}::jsonb) WITH ORDINALITY AS r
+    ORDER BY r.ordinality${conflict}`.execute(db as Kysely<unknown>);
+}
