@@ -91,6 +91,8 @@ class PostgresNotifications implements DatabaseNotifications {
   private retry: NodeJS.Timeout | undefined;
   private failures = 0;
   private closed = false;
+  /** The connection's statements run one after another (pg does not take overlapping queries). */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly url: string,
@@ -101,14 +103,16 @@ class PostgresNotifications implements DatabaseNotifications {
 
   listen(channel: string, listener: NotificationListener): () => void {
     const added = addListener(this.listeners, channel, listener);
-    if (added && this.client) this.client.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((err: unknown) => this.lost(this.client, err));
+    const client = this.client;
+    if (added && client) this.serially(() => client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)).catch((err: unknown) => this.lost(client, err));
     this.ensureConnected();
     return () => {
       const set = this.listeners.get(channel);
       set?.delete(listener);
       if (set?.size === 0) {
         this.listeners.delete(channel);
-        this.client?.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => undefined);
+        const current = this.client;
+        if (current) this.serially(() => current.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`)).catch(() => undefined);
       }
     };
   }
@@ -120,7 +124,7 @@ class PostgresNotifications implements DatabaseNotifications {
       return false;
     }
     try {
-      await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
+      await this.serially(() => client.query('SELECT pg_notify($1, $2)', [channel, payload]));
       return true;
     } catch (err) {
       this.lost(client, err);
@@ -136,6 +140,12 @@ class PostgresNotifications implements DatabaseNotifications {
     const client = this.client;
     this.client = undefined;
     await client?.end().catch(() => undefined);
+  }
+
+  private serially<T>(run: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(run, run);
+    this.tail = next.catch(() => undefined);
+    return next;
   }
 
   private ensureConnected(): void {
