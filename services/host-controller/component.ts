@@ -25,6 +25,7 @@ import { leadershipFor } from './leader-election.js';
 import { type DeployerEndpoint, MachineInventory } from './machine-inventory.js';
 import { type HostControllerMetrics, registerHostControllerMetrics } from './metrics.js';
 import { HOSTS_SCHEMA, hostsMigrations } from './migrations/index.js';
+import { DeployerTokenVerifier } from './operator-tokens.js';
 import { type NodeDrainer, SchedulerDrainer } from './node-drainer.js';
 import { RolloutController } from './rollout-controller.js';
 import { hostAgentService } from './rpc/host-agents.js';
@@ -181,9 +182,13 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
         fleet_scheduler: config.schedulerAddress ?? 'none (deployments with drain wait)',
         heartbeat_interval_ms: config.heartbeatIntervalMs,
       });
+      // Under `up` the deployer in this process checks operator tokens; on its own, the
+      // controller asks the deployer about them.
+      const tokens = options.sameProcessDeployer ? undefined : new DeployerTokenVerifier({ endpoint, ttlMs: config.tokenCacheTtlMs, refusedTtlMs: Math.min(2_000, config.tokenCacheTtlMs) });
       return {
         services: [bindService(HostDeploymentServiceDefinition, hostDeploymentService(rollouts)), bindService(HostAgentServiceDefinition, hostAgentService(agentStreams))],
         policy: HOST_CONTROLLER_POLICY,
+        ...(tokens ? { authenticators: [tokens] } : {}),
         onDenied: (denial) => denials.record(denial),
         run: () => {
           inventory.start();
@@ -196,6 +201,7 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
           await rolloutController.stop();
           await agentStreams.stop();
           await inventory.stop();
+          tokens?.close();
           drainer?.close();
           await denials.stop();
         },

@@ -30,6 +30,8 @@ export interface HostControllerConfig {
   readonly reconcileIntervalMs: number;
   readonly leaderRetryMs: number;
   readonly rebootGrantMs: number;
+  /** How long an operator token the deployer vouched for is trusted before asking again (own daemon only). */
+  readonly tokenCacheTtlMs: number;
   /** Activations written and delivered per transaction when one decision hands out more (large rollouts). */
   readonly activationBatch: number;
   /** The installer reinstall and rescue commands boot by kexec; unset: such requests are reported as not relayable. */
@@ -84,6 +86,13 @@ export const HOST_CONTROLLER_CONFIG_SPEC: ConfigSpec<HostControllerConfig> = {
   reconcileIntervalMs: { env: 'ULTRACLOUD_RECONCILE_INTERVAL', flag: 'reconcile-interval', description: 'how often the leader re-plans without a wake-up (timeouts, staleness)', parse: positiveDuration, default: 2_000 },
   leaderRetryMs: { env: 'ULTRACLOUD_LEADER_RETRY', flag: 'leader-retry', description: 'how often a follower tries to become the leader', parse: positiveDuration, default: 1_000 },
   rebootGrantMs: { env: 'ULTRACLOUD_REBOOT_GRANT_TTL', flag: 'reboot-grant-ttl', description: 'how long a reboot grant is valid', parse: positiveDuration, default: 120_000 },
+  tokenCacheTtlMs: {
+    env: 'ULTRACLOUD_TOKEN_CACHE_TTL',
+    flag: 'token-cache-ttl',
+    description: "how long an operator token the deployer vouched for is trusted before asking again (a revocation takes effect within it)",
+    parse: positiveDuration,
+    default: 10_000,
+  },
   activationBatch: {
     env: 'ULTRACLOUD_ACTIVATION_BATCH',
     flag: 'activation-batch',

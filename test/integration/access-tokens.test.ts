@@ -61,6 +61,9 @@ forEachDeployerTarget('operator tokens', (target) => {
 
     const asAlice = server.client(MachineServiceDefinition, created.secret);
     await asAlice.listMachines({});
+    // WhoAmI: what another service learns about a token it was handed.
+    t.deepEqual(await access(server, created.secret).whoAmI({}), { subject: 'alice-laptop', role: Role.ROLE_OPERATOR, tokenId: created.token?.tokenId ?? '' });
+    t.deepEqual(await access(server).whoAmI({}), { subject: 'bootstrap', role: Role.ROLE_ADMIN, tokenId: '' });
     // operator < admin: token management is refused, naming who and what.
     await rejects(t, access(server, created.secret).listTokens({}), Status.PERMISSION_DENIED, /operator:alice-laptop\(operator\) may not call \/ultracloud.deployer.v1.AccessService\/ListTokens/);
   });

@@ -93,6 +93,7 @@ const ALLOWED: Readonly<Record<string, readonly Caller[]>> = {
   '/ultracloud.deployer.v1.AccessService/CreateToken': ADMINS,
   '/ultracloud.deployer.v1.AccessService/ListTokens': ADMINS,
   '/ultracloud.deployer.v1.AccessService/RevokeToken': ADMINS,
+  '/ultracloud.deployer.v1.AccessService/WhoAmI': VIEWERS,
 };
 
 interface Rpc {
@@ -151,6 +152,7 @@ function requestFor(rpc: Rpc, world: World): unknown {
     case 'WatchMachines':
     case 'GetClusterState':
     case 'ListTokens':
+    case 'WhoAmI':
       return {};
     default:
       return { machineId: NO_MACHINE, reason: 'authz matrix', expectedResourceVersion: 0n };

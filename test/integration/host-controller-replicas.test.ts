@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { Status } from 'nice-grpc';
+import { type ClientError, Status } from 'nice-grpc';
+import { AccessServiceDefinition, Role } from '../../gen/ts/ultracloud/deployer/v1/access_service.js';
 import { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { HostDeploymentServiceDefinition, type HostRollout } from '../../gen/ts/ultracloud/host/v1/host_deployment_service.js';
 import { HostDeployment, HostDeploymentPhase as Phase, NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
@@ -79,6 +80,7 @@ if (!postgres?.available) {
           '--heartbeat-interval', '500ms',
           '--reconcile-interval', '200ms',
           '--leader-retry', '250ms',
+          '--token-cache-ttl', '1s',
         ],
         env: cleanEnv({ ULTRACLOUD_DATABASE_URL: hostsDatabase.url, ULTRACLOUD_LOG_LEVEL: 'debug' }),
       });
@@ -159,6 +161,27 @@ if (!postgres?.available) {
     }
     const moved = agents.filter((x) => x.streams >= 2);
     t.true(moved.length >= 3, 'the agents of the killed replica reconnected to the survivor');
+
+    // Operator tokens the deployer issued work on the controller as their role allows, until revoked.
+    const access = createServiceClient(AccessServiceDefinition, deployer.channel, { token: deployer.adminToken });
+    const issued = await access.createToken({ name: 'rollout-viewer', role: Role.ROLE_VIEWER, ttl: undefined, description: '' });
+    const viewerChannel = openChannel(b.address, { tls: { caFile: files.ca } });
+    channels.push(viewerChannel);
+    const asViewer = createServiceClient(HostDeploymentServiceDefinition, viewerChannel, { token: issued.secret, defaultDeadlineMs: 30_000 });
+    t.is((await asViewer.listHostDeployments({ pageSize: 0, pageToken: '', phases: [] })).rollouts.length, 1);
+    const refused = await t.throwsAsync(asViewer.pauseHostDeployment({ name: 'fleet-os', reason: 'viewer' }));
+    t.is((refused as ClientError).code, Status.PERMISSION_DENIED);
+    t.regex((refused as ClientError).details, /operator:rollout-viewer\(viewer\) may not call/);
+    await access.revokeToken({ token: { $case: 'name', value: 'rollout-viewer' }, reason: 'test' });
+    const revoked = await eventually(async () => {
+      try {
+        await asViewer.listHostDeployments({ pageSize: 0, pageToken: '', phases: [] });
+        return undefined;
+      } catch (err) {
+        return err as ClientError;
+      }
+    }, 15_000, 'the revoked token refused');
+    t.is(revoked.code, Status.UNAUTHENTICATED);
 
     // The survivor's metrics: it leads, holds every stream, and counts the nodes from the database.
     const metrics = await (await fetch(b.metricsUrl as string)).text();

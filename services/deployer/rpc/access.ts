@@ -1,7 +1,7 @@
-// AccessService handlers: operator tokens. Admin only (see policy.ts).
+// AccessService handlers: operator tokens. Admin only (see policy.ts), except WhoAmI.
 import type { ServiceImplementation } from 'nice-grpc';
 import type { AccessServiceDefinition, Token } from '../../../gen/ts/ultracloud/deployer/v1/access_service.js';
-import { InvalidArgumentError } from '../../../lib/errors.js';
+import { InvalidArgumentError, PermissionDeniedError } from '../../../lib/errors.js';
 import type { HandlerContext } from '../../../lib/grpc/server.js';
 import { roleToProto, validateNewToken } from '../domain/operator-tokens.js';
 import { ACCESS_SERVICE, type OperatorTokens, type TokenReference } from '../operator-tokens.js';
@@ -39,6 +39,12 @@ export function accessService(tokens: OperatorTokens): ServiceImplementation<typ
     async revokeToken(req, context) {
       const token = await tokens.revoke(tokenReference(req.token), req.reason, actorOf(context, `${ACCESS_SERVICE}/RevokeToken`));
       return { token: tokenMessage(token) };
+    },
+    async whoAmI(_req, context) {
+      const p = context.principal;
+      // The policy admits operators only.
+      if (p.kind !== 'operator') throw new PermissionDeniedError('WhoAmI answers for operator tokens only');
+      return { subject: p.subject, role: roleToProto(p.role), tokenId: p.tokenId ?? '' };
     },
   };
 }

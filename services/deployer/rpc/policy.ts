@@ -37,4 +37,5 @@ export const DEPLOYER_POLICY: AccessPolicy = {
   [`${access}/CreateToken`]: admin,
   [`${access}/ListTokens`]: admin,
   [`${access}/RevokeToken`]: admin,
+  [`${access}/WhoAmI`]: viewer,
 };

@@ -157,6 +157,23 @@ export interface RevokeTokenResponse {
   token?: Token | undefined;
 }
 
+/** WhoAmIRequest has no fields: the caller is its credential. */
+export interface WhoAmIRequest {
+}
+
+/** WhoAmIResponse describes the operator the token belongs to. */
+export interface WhoAmIResponse {
+  /**
+   * Who the token is, as audit events name them: the token's name, or the name given to it in
+   * the deployer's operator tokens file, or "bootstrap" for the admin token.
+   */
+  subject: string;
+  /** Granted role. */
+  role: Role;
+  /** Token identifier for tokens issued through CreateToken; empty for tokens from a file. */
+  tokenId: string;
+}
+
 function createBaseToken(): Token {
   return {
     tokenId: "",
@@ -916,10 +933,167 @@ export const RevokeTokenResponse: MessageFns<RevokeTokenResponse> = {
   },
 };
 
+function createBaseWhoAmIRequest(): WhoAmIRequest {
+  return {};
+}
+
+export const WhoAmIRequest: MessageFns<WhoAmIRequest> = {
+  encode(_: WhoAmIRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WhoAmIRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWhoAmIRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): WhoAmIRequest {
+    return {};
+  },
+
+  toJSON(_: WhoAmIRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<WhoAmIRequest>): WhoAmIRequest {
+    return WhoAmIRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<WhoAmIRequest>): WhoAmIRequest {
+    const message = createBaseWhoAmIRequest();
+    return message;
+  },
+};
+
+function createBaseWhoAmIResponse(): WhoAmIResponse {
+  return { subject: "", role: 0, tokenId: "" };
+}
+
+export const WhoAmIResponse: MessageFns<WhoAmIResponse> = {
+  encode(message: WhoAmIResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subject !== "") {
+      writer.uint32(10).string(message.subject);
+    }
+    if (message.role !== 0) {
+      writer.uint32(16).int32(message.role);
+    }
+    if (message.tokenId !== "") {
+      writer.uint32(26).string(message.tokenId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WhoAmIResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWhoAmIResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.role = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tokenId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WhoAmIResponse {
+    return {
+      subject: isSet(object.subject) ? globalThis.String(object.subject) : "",
+      role: isSet(object.role) ? roleFromJSON(object.role) : 0,
+      tokenId: isSet(object.tokenId)
+        ? globalThis.String(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.String(object.token_id)
+        : "",
+    };
+  },
+
+  toJSON(message: WhoAmIResponse): unknown {
+    const obj: any = {};
+    if (message.subject !== "") {
+      obj.subject = message.subject;
+    }
+    if (message.role !== 0) {
+      obj.role = roleToJSON(message.role);
+    }
+    if (message.tokenId !== "") {
+      obj.tokenId = message.tokenId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WhoAmIResponse>): WhoAmIResponse {
+    return WhoAmIResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WhoAmIResponse>): WhoAmIResponse {
+    const message = createBaseWhoAmIResponse();
+    message.subject = object.subject ?? "";
+    message.role = object.role ?? 0;
+    message.tokenId = object.tokenId ?? "";
+    return message;
+  },
+};
+
 /**
  * AccessService manages operator bearer tokens. Operators send a token as
  * `authorization: Bearer <secret>` metadata on every call. The deployer stores only a hash of
- * each secret. Every RPC here requires role admin.
+ * each secret. Every RPC here requires role admin, except WhoAmI.
  */
 export type AccessServiceDefinition = typeof AccessServiceDefinition;
 export const AccessServiceDefinition = {
@@ -961,6 +1135,20 @@ export const AccessServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * WhoAmI says whose operator token the call carries and its role; any valid operator token
+     * may call it. The cluster's other services that accept operator tokens (a host-controller
+     * run as its own daemon) ask it about a token they were given.
+     * Errors: UNAUTHENTICATED for a token that is unknown, expired or revoked.
+     */
+    whoAmI: {
+      name: "WhoAmI",
+      requestType: WhoAmIRequest as typeof WhoAmIRequest,
+      requestStream: false,
+      responseType: WhoAmIResponse as typeof WhoAmIResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
   },
 } as const;
 
@@ -988,6 +1176,13 @@ export interface AccessServiceImplementation<CallContextExt = {}> {
     request: RevokeTokenRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<RevokeTokenResponse>>;
+  /**
+   * WhoAmI says whose operator token the call carries and its role; any valid operator token
+   * may call it. The cluster's other services that accept operator tokens (a host-controller
+   * run as its own daemon) ask it about a token they were given.
+   * Errors: UNAUTHENTICATED for a token that is unknown, expired or revoked.
+   */
+  whoAmI(request: WhoAmIRequest, context: CallContext & CallContextExt): Promise<DeepPartial<WhoAmIResponse>>;
 }
 
 export interface AccessServiceClient<CallOptionsExt = {}> {
@@ -1014,6 +1209,13 @@ export interface AccessServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<RevokeTokenRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<RevokeTokenResponse>;
+  /**
+   * WhoAmI says whose operator token the call carries and its role; any valid operator token
+   * may call it. The cluster's other services that accept operator tokens (a host-controller
+   * run as its own daemon) ask it about a token they were given.
+   * Errors: UNAUTHENTICATED for a token that is unknown, expired or revoked.
+   */
+  whoAmI(request: DeepPartial<WhoAmIRequest>, options?: CallOptions & CallOptionsExt): Promise<WhoAmIResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
