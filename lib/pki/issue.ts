@@ -1,6 +1,10 @@
 // Credential issuance: the per-node bundle of BootstrapSecrets (SSH host key and mTLS certificate)
 // and the control plane's own server certificate, all signed by the cluster CA.
-import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { createHash, generateKeyPair, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { promisify } from 'node:util';
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+const signAsync = promisify(sign);
 import { isIP } from 'node:net';
 import { InvalidArgumentError, type FieldViolation } from '../errors.js';
 import { certificateTime, NOT_BEFORE_BACKDATE_MS, randomSerialNumber, type ClusterCa } from './ca.js';
@@ -72,13 +76,14 @@ export async function issueNodeCredentials(ca: ClusterCa, request: NodeCredentia
   if (problems.length > 0) throw new InvalidArgumentError(problems);
   const now = request.now ?? new Date();
   const dnsNames = [request.hostname, ...(request.domain ? [`${request.hostname}.${request.domain}`] : []), request.nodeId];
-  const ssh = generateSshHostKey(request.nodeId);
+  const sshKey = generateSshHostKeyAsync(request.nodeId);
   const tls = await issueTlsCertificate(ca, {
     commonName: request.nodeId,
     dnsNames,
     validityDays: request.validityDays ?? DEFAULT_LEAF_VALIDITY_DAYS,
     now,
   });
+  const ssh = await sshKey;
   return {
     nodeId: request.nodeId,
     sshHostEd25519PrivateKey: ssh.privateKey,
@@ -133,8 +138,10 @@ export async function issueTlsCertificate(ca: ClusterCa, request: TlsCertificate
   const now = (request.now ?? new Date()).getTime();
   const notBefore = certificateTime(now - NOT_BEFORE_BACKDATE_MS);
   const notAfter = certificateTime(now + (request.validityDays ?? DEFAULT_LEAF_VALIDITY_DAYS) * DAY_MS);
-  const keys = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const spki = keys.publicKey.export({ type: 'spki', format: 'der' });
+  // Key generation, encoding and the CA's signature run on libuv's thread pool: issuing a node's
+  // credentials leaves the server's thread to its callers.
+  const keys = await generateKeyPairAsync('ec', { namedCurve: 'prime256v1', publicKeyEncoding: { type: 'spki', format: 'der' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+  const spki = keys.publicKey;
   const serialNumber = randomSerialNumber();
   const usages = request.extendedKeyUsages ?? ['serverAuth', 'clientAuth'];
 
@@ -166,11 +173,11 @@ export async function issueTlsCertificate(ca: ClusterCa, request: TlsCertificate
       ),
     ),
   );
-  const signature = sign('sha256', tbsCertificate, { key: ca.privateKey, dsaEncoding: 'der' });
+  const signature = await signAsync('sha256', tbsCertificate, { key: ca.privateKey, dsaEncoding: 'der' });
   const certificate = der.sequence(tbsCertificate, ECDSA_WITH_SHA256, der.bitString(signature));
   return {
     certificatePem: pem('CERTIFICATE', certificate, 64),
-    privateKeyPem: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    privateKeyPem: keys.privateKey,
     serialNumber,
     notBefore,
     notAfter,
@@ -267,9 +274,17 @@ export function generateSshHostKey(comment: string): SshHostKeyPair {
   const keys = generateKeyPairSync('ed25519');
   // Raw parts from DER, not JWK: Node 20 holds the key's mutex while building a JWK object, and a GC
   // finalising the keygen job in between locks it again — an intermittent deadlock seen here.
-  // RFC 8410 fixes both encodings, with the 32 raw bytes at the end.
-  const pkcs8 = keys.privateKey.export({ type: 'pkcs8', format: 'der' });
-  const spki = keys.publicKey.export({ type: 'spki', format: 'der' });
+  return sshHostKeyFromDer(keys.privateKey.export({ type: 'pkcs8', format: 'der' }), keys.publicKey.export({ type: 'spki', format: 'der' }), comment);
+}
+
+/** generateSshHostKey with the key generated and encoded on libuv's thread pool. */
+export async function generateSshHostKeyAsync(comment: string): Promise<SshHostKeyPair> {
+  const keys = await generateKeyPairAsync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'der' }, privateKeyEncoding: { type: 'pkcs8', format: 'der' } });
+  return sshHostKeyFromDer(keys.privateKey, keys.publicKey, comment);
+}
+
+/** RFC 8410 fixes both DER encodings of an ed25519 key, with the 32 raw bytes at the end. */
+function sshHostKeyFromDer(pkcs8: Buffer, spki: Buffer, comment: string): SshHostKeyPair {
   if (pkcs8.length !== 48 || spki.length !== 44) throw new Error('unexpected ed25519 key encoding');
   const seed = pkcs8.subarray(16);
   const publicKey = spki.subarray(12);
