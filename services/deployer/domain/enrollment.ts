@@ -26,9 +26,16 @@ export type EnrollmentCluster = Pick<ClusterState, 'enrollmentRules' | 'nodes' |
  * Names already used in the cluster. The caller leaves out the names of the machine being
  * matched, so re-matching an assigned machine can give it its own names back.
  */
+/** What enrollment asks of a set of names (a Set is one). */
+export interface NameSet {
+  has(name: string): boolean;
+  /** At least the number of names in the set (an upper bound for a union). */
+  readonly size: number;
+}
+
 export interface TakenNames {
-  readonly nodeIds: ReadonlySet<string>;
-  readonly hostnames: ReadonlySet<string>;
+  readonly nodeIds: NameSet;
+  readonly hostnames: NameSet;
 }
 
 /** NodeAssignment as enrollment decides it; the caller adds assigned_at and cluster_generation. */
@@ -292,14 +299,25 @@ function requireValidName(what: string, source: string, kind: 'node_id' | 'hostn
  * Names of fixed nodes are reserved even before their machine appears, so a rule never hands
  * out "cp-1" to a stranger while the fixed node cp-1 is still powered off.
  */
+const fixedNamesOf = new WeakMap<EnrollmentCluster, { nodeIds: Set<string>; hostnames: Set<string> }>();
+
+/** Both sets at once, without copying either (the cluster's assigned names can be thousands). */
+function union(a: NameSet, b: NameSet): NameSet {
+  return { has: (name) => a.has(name) || b.has(name), size: a.size + b.size };
+}
+
+/** Names taken by machines plus those the cluster's fixed nodes reserve (computed once per cluster document). */
 function reservedNames(cluster: EnrollmentCluster, taken: TakenNames): TakenNames {
-  const nodeIds = new Set(taken.nodeIds);
-  const hostnames = new Set(taken.hostnames);
-  for (const [nodeId, node] of Object.entries(cluster.nodes)) {
-    nodeIds.add(nodeId);
-    hostnames.add(node.hostname || nodeId);
+  let fixed = fixedNamesOf.get(cluster);
+  if (!fixed) {
+    fixed = { nodeIds: new Set(), hostnames: new Set() };
+    for (const [nodeId, node] of Object.entries(cluster.nodes)) {
+      fixed.nodeIds.add(nodeId);
+      fixed.hostnames.add(node.hostname || nodeId);
+    }
+    fixedNamesOf.set(cluster, fixed);
   }
-  return { nodeIds, hostnames };
+  return { nodeIds: union(taken.nodeIds, fixed.nodeIds), hostnames: union(taken.hostnames, fixed.hostnames) };
 }
 
 function classOf(cluster: EnrollmentCluster, what: string, source: string, nodeClass: string): NodeClass {
