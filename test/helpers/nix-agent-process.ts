@@ -2,9 +2,12 @@
 // (nix-systems.ts): its profile, system links and state directory, a fixed boot id, recording
 // reboot and kexec scripts, and the node certificate the test hands it.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { JOURNAL_FILE } from '../../agents/nix-agent/journal.js';
+import type { KexecImage } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
 import type { TestHost } from './nix-systems.js';
 import { cleanEnv, ULTRACLOUD_BIN } from './ultracloud-process.js';
 
@@ -88,4 +91,28 @@ export function readJournal(host: TestHost): { journal: { phase: string }; switc
   } catch {
     return undefined;
   }
+}
+
+/** An installer kernel and initrd served over HTTP on loopback, as machine commands name them. */
+export interface InstallerArtefacts {
+  readonly kernel: Buffer;
+  readonly initrd: Buffer;
+  /** The KexecImage for these artefacts with the given kernel command line. */
+  image(cmdline: string): KexecImage;
+  close(): Promise<void>;
+}
+
+export async function serveInstallerArtefacts(): Promise<InstallerArtefacts> {
+  const kernel = Buffer.from('installer kernel');
+  const initrd = Buffer.from('installer initrd');
+  const server = createServer((req, res) => res.end(req.url === '/bzImage' ? kernel : req.url === '/initrd' ? initrd : ''));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  return {
+    kernel,
+    initrd,
+    image: (cmdline) => ({ kernelUrl: `${base}/bzImage`, kernelSha256: sha(kernel), initrdUrl: `${base}/initrd`, initrdSha256: sha(initrd), cmdline }),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }

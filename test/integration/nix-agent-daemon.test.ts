@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { ActivationPhase, type ActivationReport, MachineCommandKind, MachineCommandPhase } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
@@ -27,7 +26,7 @@ import {
   type TestHost,
   testDesiredSystem,
 } from '../helpers/nix-systems.js';
-import { hostScripts, type NixAgentProcess, readJournal, startNixAgentProcess } from '../helpers/nix-agent-process.js';
+import { hostScripts, type NixAgentProcess, readJournal, serveInstallerArtefacts, startNixAgentProcess } from '../helpers/nix-agent-process.js';
 import { type Relay, ScriptedHostController, startRelay } from '../helpers/scripted-host-controller.js';
 import { cleanEnv, ULTRACLOUD_BIN } from '../helpers/ultracloud-process.js';
 
@@ -218,12 +217,9 @@ nixTest('after its connections are cut the agent reconnects with backoff and res
 
 nixTest('a reinstall command: the agent fetches and checks the installer, runs the kexec commands once, and reports each phase', async (t) => {
   const f = await fixture(t, {});
-  const kernel = Buffer.from('installer kernel');
-  const initrd = Buffer.from('installer initrd');
-  const server = createServer((req, res) => res.end(req.url === '/bzImage' ? kernel : req.url === '/initrd' ? initrd : ''));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => server.close());
-  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const artefacts = await serveInstallerArtefacts();
+  t.teardown(() => artefacts.close());
+  const { kernel } = artefacts;
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
   f.start();
   await eventually(async () => f.controller.of('hello')[0], 60_000, 'hello');
@@ -231,7 +227,7 @@ nixTest('a reinstall command: the agent fetches and checks the installer, runs t
     commandId: 'cmd-1',
     kind: MachineCommandKind.MACHINE_COMMAND_KIND_REINSTALL,
     reason: 'disk replaced',
-    installer: { kernelUrl: `${base}/bzImage`, kernelSha256: sha(kernel), initrdUrl: `${base}/initrd`, initrdSha256: sha(initrd), cmdline: 'init=/init ultracloud.mode=install' },
+    installer: artefacts.image('init=/init ultracloud.mode=install'),
   };
   f.controller.sendMachineCommand(command);
   await eventually(async () => (f.controller.of('machineCommandReport').some((r) => r.phase === MachineCommandPhase.MACHINE_COMMAND_PHASE_EXECUTING) ? true : undefined), 30_000, 'EXECUTING');

@@ -4,9 +4,7 @@
 // a real Nix profile. A HostDeployment applied through HostDeploymentService is activated and
 // confirmed, the machine becomes active, a failing revision is rolled back and pauses the
 // rollout, and the boot strategy reboots only when the controller grants it.
-import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -24,7 +22,7 @@ import { databaseTargets, type DatabaseTargetName, unavailableTargetTest } from 
 import { eventually } from '../helpers/eventually.js';
 import { FAST_FLAGS, type FleetNode, type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
 import { nixAvailability } from '../helpers/nix.js';
-import { hostScripts, type NixAgentProcess, startNixAgentProcess } from '../helpers/nix-agent-process.js';
+import { hostScripts, type NixAgentProcess, serveInstallerArtefacts, startNixAgentProcess } from '../helpers/nix-agent-process.js';
 import { activationLog, createTestHost, currentSystem, generationNames, rebootHost, removeTestHost, type SwitchBehaviour, type TestHost } from '../helpers/nix-systems.js';
 
 const ROLLOUT_TIMEOUT_MS = 90_000;
@@ -160,17 +158,12 @@ eachTarget('boot strategy through the real host-controller: the agent stages, re
 }, 'pglite');
 
 eachTarget('an operator Reinstall reaches the node: the controller relays it as a MachineCommand and the real agent boots the installer by kexec', async (t, target) => {
-  const kernel = Buffer.from('installer kernel');
-  const initrd = Buffer.from('installer initrd');
-  const server = createServer((req, res) => res.end(req.url === '/bzImage' ? kernel : req.url === '/initrd' ? initrd : ''));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => server.close());
-  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const artefacts = await serveInstallerArtefacts();
+  t.teardown(() => artefacts.close());
   const dir = mkdtempSync(join(tmpdir(), 'ultracloud-installer-image-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const imageFile = join(dir, 'installer-kexec.json');
-  writeFileSync(imageFile, JSON.stringify({ kernelUrl: `${base}/bzImage`, kernelSha256: sha(kernel), initrdUrl: `${base}/initrd`, initrdSha256: sha(initrd), cmdline: 'init=/init ultracloud.deployer=10.0.0.1:7001' }));
+  writeFileSync(imageFile, JSON.stringify(artefacts.image('init=/init ultracloud.deployer=10.0.0.1:7001')));
 
   const s = await setup(t, target, {}, { 'installer-image': imageFile });
   const scripts = hostScripts(s.host);
