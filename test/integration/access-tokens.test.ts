@@ -230,6 +230,9 @@ test.serial('deployer-ctl tokens create prints the secret alone on stdout, once,
   const secret = run.stdout.trim();
   const asBob = await ctl(server, ['machines', 'list'], secret);
   t.is(asBob.code, 0, asBob.stderr);
+  const whoami = await ctl(server, ['tokens', 'whoami'], secret);
+  t.is(whoami.code, 0, whoami.stderr);
+  t.regex(whoami.stdout, /^bob-laptop \(role operator, token tok-[0-9a-f]{16}\)\n$/);
 
   const listed = await ctl(server, ['tokens', 'list']);
   t.is(listed.code, 0, listed.stderr);

@@ -1,4 +1,5 @@
-// `deployer-ctl tokens create|list|revoke`: operator bearer tokens (AccessService, admin only).
+// `deployer-ctl tokens create|list|revoke|whoami`: operator bearer tokens (AccessService; admin
+// only, except whoami).
 // Rotation is create-then-revoke: issue the new token, move its users over, revoke the old one.
 import type { Command } from 'commander';
 import {
@@ -8,6 +9,7 @@ import {
   RevokeTokenResponse,
   Role,
   type Token,
+  WhoAmIResponse,
 } from '../../../gen/ts/ultracloud/deployer/v1/access_service.js';
 import type { Connection } from '../connection.js';
 import { EXIT, printJson, renderTable, UsageError } from '../output.js';
@@ -110,6 +112,14 @@ export async function revokeTokenCommand(connection: Connection, token: string, 
   return EXIT.ok;
 }
 
+/** Whose token this is and its role, as the deployer sees it (any operator token). */
+export async function whoAmICommand(connection: Connection): Promise<number> {
+  const res = await connection.client(AccessServiceDefinition).whoAmI({});
+  if (connection.json) printJson(WhoAmIResponse.toJSON(res));
+  else process.stdout.write(`${res.subject} (role ${roleLabel(res.role)}${res.tokenId ? `, token ${res.tokenId}` : ''})\n`);
+  return EXIT.ok;
+}
+
 type WithConnection = (run: (connection: Connection) => Promise<number>) => Promise<void>;
 
 export function registerTokensCommands(program: Command, withConnection: WithConnection): void {
@@ -135,4 +145,8 @@ export function registerTokensCommands(program: Command, withConnection: WithCon
     .description('revoke a token now, on every deployer replica')
     .option('--reason <text>', 'why; recorded in the audit log')
     .action((token: string, opts: { reason?: string }) => withConnection((c) => revokeTokenCommand(c, token, opts)));
+  tokens
+    .command('whoami')
+    .description('whose token this command uses, and its role (any token)')
+    .action(() => withConnection((c) => whoAmICommand(c)));
 }
