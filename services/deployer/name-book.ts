@@ -4,7 +4,7 @@
 // conflict) plus the names concurrent enrolments of this process are writing right now. The
 // unique indexes on assignments stay the arbiter: a name another replica (or an operator) took
 // meanwhile makes the write fail, the book is reloaded and the enrolment picks again.
-import type { TakenNames } from './domain/enrollment.js';
+import { type TakenNames, unionOfNames } from './domain/enrollment.js';
 import { type DeployerDb, takenNames } from './store/machines.js';
 
 export interface NodeNames {
@@ -26,11 +26,14 @@ export class NameBook {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  /** Names taken in the cluster or being written by this process. */
+  /**
+   * Names taken in the cluster or being written by this process: a view over the book, valid for
+   * one synchronous enrolment (no copy of the cluster's names per machine).
+   */
   async taken(db: DeployerDb): Promise<TakenNames> {
     if (!this.assigned || this.clock() - this.loadedAt > this.maxAgeMs) await this.reload(db);
     const assigned = this.assigned as { nodeIds: Set<string>; hostnames: Set<string> };
-    return { nodeIds: union(assigned.nodeIds, this.pendingNodeIds), hostnames: union(assigned.hostnames, this.pendingHostnames) };
+    return { nodeIds: unionOfNames(assigned.nodeIds, this.pendingNodeIds), hostnames: unionOfNames(assigned.hostnames, this.pendingHostnames) };
   }
 
   /** Marks the pair as being written; false when a concurrent enrolment of this process has it. */
@@ -76,10 +79,4 @@ export class NameBook {
     }
     await this.loading;
   }
-}
-
-function union(a: ReadonlySet<string>, b: ReadonlySet<string>): Set<string> {
-  const out = new Set(a);
-  for (const x of b) out.add(x);
-  return out;
 }

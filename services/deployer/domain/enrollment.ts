@@ -302,7 +302,7 @@ function requireValidName(what: string, source: string, kind: 'node_id' | 'hostn
 const fixedNamesOf = new WeakMap<EnrollmentCluster, { nodeIds: Set<string>; hostnames: Set<string> }>();
 
 /** Both sets at once, without copying either (the cluster's assigned names can be thousands). */
-function union(a: NameSet, b: NameSet): NameSet {
+export function unionOfNames(a: NameSet, b: NameSet): NameSet {
   return { has: (name) => a.has(name) || b.has(name), size: a.size + b.size };
 }
 
@@ -317,7 +317,7 @@ function reservedNames(cluster: EnrollmentCluster, taken: TakenNames): TakenName
     }
     fixedNamesOf.set(cluster, fixed);
   }
-  return { nodeIds: union(taken.nodeIds, fixed.nodeIds), hostnames: union(taken.hostnames, fixed.hostnames) };
+  return { nodeIds: unionOfNames(taken.nodeIds, fixed.nodeIds), hostnames: unionOfNames(taken.hostnames, fixed.hostnames) };
 }
 
 function classOf(cluster: EnrollmentCluster, what: string, source: string, nodeClass: string): NodeClass {
