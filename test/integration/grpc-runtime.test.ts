@@ -1,6 +1,5 @@
 // The shared gRPC runtime on real sockets: access policy, status mapping, logging without
 // secrets, client retries and keepalive, graceful stop.
-import { Writable } from 'node:stream';
 import test from 'ava';
 import { ClientError, createChannel, createClient, Status } from 'nice-grpc';
 import { HealthDefinition } from '../../gen/ts/grpc/health/v1/health.js';
@@ -12,20 +11,11 @@ import { ConflictError, InvalidArgumentError, UnauthenticatedError } from '../..
 import type { Authenticator } from '../../lib/grpc/auth.js';
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
 import { bindService, type HandlerContext, type RunningServer, startGrpcServer } from '../../lib/grpc/server.js';
-import { createLogger } from '../../lib/log.js';
+import { captureLog } from '../helpers/log-capture.js';
 
 const SECRET = 'ucop_test-secret-value-that-must-never-be-logged';
 
-function capture() {
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _e, done) {
-      lines.push(chunk.toString());
-      done();
-    },
-  });
-  return { lines, logger: createLogger({ destination, level: 'debug' }) };
-}
+const capture = () => captureLog('debug');
 
 const operatorToken: Authenticator = {
   async authenticate({ bearer }) {

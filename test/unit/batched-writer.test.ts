@@ -1,24 +1,12 @@
 // lib/batched-writer.ts: rows recorded on a hot path are written later, in order, in batches; a
 // flood beyond the bound becomes a count; a failed batch is logged and later batches still go.
-import { Writable } from 'node:stream';
 import test from 'ava';
 import { BatchedWriter } from '../../lib/batched-writer.js';
-import { createLogger } from '../../lib/log.js';
-
-function logger() {
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      lines.push(chunk.toString());
-      done();
-    },
-  });
-  return { lines, log: createLogger({ destination, level: 'info' }) };
-}
+import { captureLog } from '../helpers/log-capture.js';
 
 test('rows recorded together are written as one batch, in order, without the caller waiting', async (t) => {
   const batches: { rows: number[]; dropped: number }[] = [];
-  const writer = new BatchedWriter<number>({ log: logger().log, failureEvent: 'test.failed', flushDelayMs: 10, write: async (rows, dropped) => void batches.push({ rows: [...rows], dropped }) });
+  const writer = new BatchedWriter<number>({ log: captureLog().logger, failureEvent: 'test.failed', flushDelayMs: 10, write: async (rows, dropped) => void batches.push({ rows: [...rows], dropped }) });
   for (let i = 1; i <= 5; i++) writer.record(i);
   t.deepEqual(batches, [], 'nothing written while recording');
   await new Promise((r) => setTimeout(r, 50));
@@ -29,7 +17,7 @@ test('rows recorded together are written as one batch, in order, without the cal
 
 test('beyond the bound rows are counted, not kept, and the count goes with the next batch', async (t) => {
   const batches: { rows: number[]; dropped: number }[] = [];
-  const writer = new BatchedWriter<number>({ log: logger().log, failureEvent: 'test.failed', maxQueued: 3, write: async (rows, dropped) => void batches.push({ rows: [...rows], dropped }) });
+  const writer = new BatchedWriter<number>({ log: captureLog().logger, failureEvent: 'test.failed', maxQueued: 3, write: async (rows, dropped) => void batches.push({ rows: [...rows], dropped }) });
   for (let i = 1; i <= 10; i++) writer.record(i);
   await writer.flush();
   t.deepEqual(batches, [{ rows: [1, 2, 3], dropped: 7 }]);
@@ -39,11 +27,11 @@ test('beyond the bound rows are counted, not kept, and the count goes with the n
 });
 
 test('a batch that cannot be written is logged; the next one is still written', async (t) => {
-  const { lines, log } = logger();
+  const captured = captureLog();
   const written: number[][] = [];
   let fail = true;
   const writer = new BatchedWriter<number>({
-    log,
+    log: captured.logger,
     failureEvent: 'test.write_failed',
     write: async (rows) => {
       if (fail) throw new Error('database down');
@@ -56,6 +44,6 @@ test('a batch that cannot be written is logged; the next one is still written', 
   writer.record(2);
   await writer.stop();
   t.deepEqual(written, [[2]]);
-  const failure = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === 'test.write_failed');
+  const failure = captured.events().find((l) => l.event === 'test.write_failed');
   t.like(failure, { level: 'error', rows: 1, dropped: 0 });
 });

@@ -1,21 +1,8 @@
 import test from 'ava';
-import { Writable } from 'node:stream';
-import { createLogger } from '../../lib/log.js';
-
-function capture() {
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      lines.push(chunk.toString());
-      done();
-    },
-  });
-  return { lines, destination };
-}
+import { captureLog } from '../helpers/log-capture.js';
 
 test('secret fields are redacted at any of the first three levels', (t) => {
-  const { lines, destination } = capture();
-  const log = createLogger({ destination, level: 'info' });
+  const { lines, logger: log } = captureLog('info');
   log.info({
     event: 'test',
     token: 'tok-top',
