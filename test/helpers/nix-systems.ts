@@ -22,7 +22,7 @@ import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import type { Duration } from '../../gen/ts/google/protobuf/duration.js';
 import { ActivationStrategy, type DesiredSystem, type HealthCheck } from '../../gen/ts/ultracloud/system/v1/system.js';
-import { nixAvailability, nixTest } from './nix.js';
+import { nixStandIn } from './nix.js';
 
 const run = promisify(execFile);
 
@@ -221,8 +221,7 @@ export function rebootHost(host: TestHost, bootInto: string | undefined = bootDe
  * tests' Nix builds and agent processes on a 2-core machine.
  */
 export function serialNixTest(title: string, implementation: (t: ExecutionContext) => Promise<void>): void {
-  if (nixAvailability().available) test.serial(title, implementation);
-  else nixTest(title, implementation);
+  if (!nixStandIn(title)) test.serial(title, implementation);
 }
 
 export function seconds(s: number): Duration {

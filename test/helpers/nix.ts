@@ -69,18 +69,26 @@ export function nixEval(file: string, attr?: string, options: NixEvalOptions = {
 }
 
 /**
- * Registers an ava test that needs nix-instantiate. Without Nix it becomes a skipped test whose
- * title gives the reason, or under CI a failing one.
+ * When Nix cannot run here, registers the test that stands in for `title` (failing under CI,
+ * naming what is missing; skipped with the reason otherwise) and returns true.
  */
-export function nixTest(title: string, implementation: (t: ExecutionContext) => Promise<void> | void): void {
+export function nixStandIn(title: string): boolean {
   const nix = nixAvailability();
-  if (nix.available) {
-    test(title, implementation);
-  } else if (nix.required) {
+  if (nix.available) return false;
+  if (nix.required) {
     test(title, (t) => {
       t.fail(nix.reason);
     });
   } else {
     test.skip(`${title} — skipped: ${nix.reason}`, () => undefined);
   }
+  return true;
+}
+
+/**
+ * Registers an ava test that needs nix-instantiate. Without Nix it becomes a skipped test whose
+ * title gives the reason, or under CI a failing one.
+ */
+export function nixTest(title: string, implementation: (t: ExecutionContext) => Promise<void> | void): void {
+  if (!nixStandIn(title)) test(title, implementation);
 }

@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import { ClientError, Status } from 'nice-grpc';
 import { ClusterServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/cluster_service.js';
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
-import { nixAvailability } from '../helpers/nix.js';
+import { nixStandIn } from '../helpers/nix.js';
 import { DEPLOYER_CTL_BIN, startUltracloud, ULTRACLOUD_BIN, type UltracloudProcess } from '../helpers/ultracloud-process.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -114,10 +114,7 @@ async function generationOf(server: UltracloudProcess): Promise<bigint> {
 
 /** A serial test that needs nix-instantiate: skipped with the reason without it, failing under CI. */
 function nixTest(title: string, run: (t: ExecutionContext) => Promise<void>): void {
-  const nix = nixAvailability();
-  if (nix.available) test.serial(title, run);
-  else if (nix.required) test.serial(title, (t) => t.fail(nix.reason));
-  else test.serial.skip(`${title} — skipped: ${nix.reason}`, () => undefined);
+  if (!nixStandIn(title)) test.serial(title, run);
 }
 
 test.serial('apply --dry-run prints one line per object that would change and writes nothing', async (t) => {

@@ -21,7 +21,7 @@ import {
 import { databaseTargets, type DatabaseTargetName, unavailableTargetTest } from '../helpers/databases.js';
 import { eventually } from '../helpers/eventually.js';
 import { FAST_FLAGS, type FleetNode, type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
-import { nixAvailability } from '../helpers/nix.js';
+import { nixStandIn } from '../helpers/nix.js';
 import { hostScripts, type NixAgentProcess, serveInstallerArtefacts, startNixAgentProcess } from '../helpers/nix-agent-process.js';
 import { activationLog, createTestHost, currentSystem, generationNames, rebootHost, removeTestHost, type SwitchBehaviour, type TestHost } from '../helpers/nix-systems.js';
 
@@ -29,17 +29,10 @@ const ROLLOUT_TIMEOUT_MS = 90_000;
 
 /** Each database target; serial, as every test runs a control plane, an agent and Nix on 2 cores. */
 function eachTarget(title: string, run: (t: ExecutionContext, target: DatabaseTargetName) => Promise<void>, only?: DatabaseTargetName): void {
-  const nix = nixAvailability();
   for (const target of databaseTargets()) {
     if (only && target.name !== only) continue;
-    if (!target.available) {
-      unavailableTargetTest(`${title} [${target.name}]`, target);
-    } else if (!nix.available) {
-      if (nix.required) test(`${title} [${target.name}]`, (t) => t.fail(nix.reason));
-      else test.skip(`${title} [${target.name}] — skipped: ${nix.reason}`, () => undefined);
-    } else {
-      test.serial(`${title} [${target.name}]`, (t) => run(t, target.name));
-    }
+    if (!target.available) unavailableTargetTest(`${title} [${target.name}]`, target);
+    else if (!nixStandIn(`${title} [${target.name}]`)) test.serial(`${title} [${target.name}]`, (t) => run(t, target.name));
   }
 }
 
