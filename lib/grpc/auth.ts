@@ -26,8 +26,28 @@ export type Principal =
       /** Id of an issued token (AccessService); absent for the admin token and file tokens. */
       readonly tokenId?: string;
     }
-  | { readonly kind: 'installer'; readonly credential: InstallerCredential; readonly machineId?: string }
+  | {
+      readonly kind: 'installer';
+      readonly credential: InstallerCredential;
+      /** The machine the credential was issued to, when the authenticator looked it up. */
+      readonly machineId?: string;
+      /** Otherwise the look-up is left to the handler (see TokenClaim). */
+      readonly claim?: TokenClaim;
+    }
   | { readonly kind: 'agent'; readonly nodeId: string };
+
+/**
+ * A bearer token recognised by its kind but not yet looked up. The handler proves it where it
+ * acts: its statement matches the token's hash on the row it changes (no extra round trip on the
+ * hot path), and whenever that statement does not answer, `verify` looks the token up, throwing
+ * UnauthenticatedError as the authenticator would have, before any other outcome is returned.
+ */
+export interface TokenClaim {
+  /** The token's hash, as stored. */
+  readonly tokenHash: string;
+  /** The machine the token was issued to; throws UnauthenticatedError when it is not valid. */
+  verify(): Promise<string>;
+}
 
 /** Which agents may call an RPC. */
 export interface AgentRule {
@@ -235,9 +255,11 @@ export function authMiddleware(options: AuthMiddlewareOptions) {
       return yield* call.next(forwarded, { ...context, principal });
     } catch (err) {
       // Handlers refuse too: a valid session secret used for another machine, or an agent stream
-      // naming another node. Those are denials like any other.
+      // naming another node. Those are denials like any other. A claimed token the handler
+      // found invalid is a refused credential (no principal), as if refused above.
       const code = denialCode(err);
-      if (code) report({ method, peer: context.peer, principal, code, reason: err instanceof ServerError ? err.details : (err as Error).message });
+      const claimRefused = code === 'UNAUTHENTICATED' && principal.kind === 'installer' && principal.claim !== undefined;
+      if (code) report({ method, peer: context.peer, principal: claimRefused ? undefined : principal, code, reason: err instanceof ServerError ? err.details : (err as Error).message });
       throw err;
     }
   };

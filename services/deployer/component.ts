@@ -35,7 +35,7 @@ import { OperatorTokens } from './operator-tokens.js';
 import { accessService } from './rpc/access.js';
 import { denialAuditEntry } from './rpc/actor.js';
 import { installerAuthenticator, operatorTokenAuthenticator } from './rpc/authenticators.js';
-import { bootstrapService } from './rpc/bootstrap.js';
+import { BOOTSTRAP_CLAIMED_METHODS, bootstrapService } from './rpc/bootstrap.js';
 import { clusterService } from './rpc/cluster.js';
 import { machineService } from './rpc/machines.js';
 import { DEPLOYER_POLICY } from './rpc/policy.js';
@@ -134,7 +134,7 @@ export function deployerComponent(flags: Readonly<Record<string, string | undefi
           bindService(AccessServiceDefinition, accessService(tokens)),
         ],
         policy: DEPLOYER_POLICY,
-        authenticators: [operatorTokenAuthenticator(tokens, fileTokens), installerAuthenticator(db, joinToken)],
+        authenticators: [operatorTokenAuthenticator(tokens, fileTokens), installerAuthenticator(db, joinToken, BOOTSTRAP_CLAIMED_METHODS)],
         onDenied: (denial) => denials.record(denialAuditEntry(denial, new Date())),
         clusterCa: ca,
         run: () => {

@@ -67,6 +67,7 @@ import {
 } from './store/machines.js';
 import type { DeployerDatabase } from './store/tables.js';
 import { findByIdentity, guardedWrite, insertNewMachine, type MachineHead, readMachineSnapshot, uniqueConflictOf } from './store/one-statement.js';
+import { FreshPlans } from './fresh-plans.js';
 import { NameBook, type NodeNames } from './name-book.js';
 import { type DeployerObserver, NO_OBSERVER } from './observer.js';
 import type { AuditEntry } from './store/audit.js';
@@ -98,6 +99,16 @@ export interface Actor {
   readonly rpc: string;
   readonly peer?: string;
 }
+
+/**
+ * How an installer's call proves the machine it acts for: the machine its credential was issued
+ * to, already looked up, or a claim (the credential's hash) that the statement acting on the
+ * machine matches, with `verify` to look the credential up whenever that statement does not
+ * answer (it throws UnauthenticatedError for a credential that is not valid).
+ */
+export type InstallerCaller =
+  | { readonly machineId: string; readonly claim?: undefined }
+  | { readonly machineId?: undefined; readonly claim: { readonly tokenHash: string; verify(): Promise<string> } };
 
 export const SYSTEM_ACTOR: Actor = { name: 'deployer', kind: ActorKind.ACTOR_KIND_SYSTEM, rpc: 'system' };
 
@@ -145,6 +156,7 @@ const NEW_MACHINE_ATTEMPTS = 3;
 export class Deployer {
   private cachedCluster: AppliedClusterState | undefined;
   private readonly names = new NameBook();
+  private readonly freshPlans = new FreshPlans();
 
   constructor(
     private readonly db: Kysely<DeployerDatabase>,
@@ -530,6 +542,9 @@ export class Deployer {
       try {
         const row = await insertNewMachine(this.db, { machine, macs, final: { state, statusMessage, lastError }, audits, assignment, plan });
         if (reserved) this.names.settle(reserved, true);
+        if (plan && assignment && cluster && row.state === MachineState.MACHINE_STATE_INSTALL_PENDING) {
+          this.freshPlans.put({ machineId, sessionSecretHash: machine.sessionSecretHash, resourceVersion: row.resourceVersion, assignment, plan, clusterGeneration: cluster.generation });
+        }
         this.log.info({ event: 'machine.discovered', machine_id: machineId, node_id: assignment?.nodeId, state: stateName(state), transitions: audits.map((a) => MachineTransition[a.transition ?? 0]) });
         return { row, deployed };
       } catch (err) {
@@ -572,12 +587,17 @@ export class Deployer {
     return { inspect: true, status: '', commission: true };
   }
 
-  async fetchPlan(machineId: string, sessionMachineId: string, actor: Actor): Promise<FetchPlanResponse> {
-    if (!machineId) throw new InvalidArgumentError({ field: 'machine_id', description: 'required' });
-    if (machineId !== sessionMachineId) throw new PermissionDeniedError('the session secret was issued to another machine');
+  async fetchPlan(machineId: string, caller: InstallerCaller, actor: Actor): Promise<FetchPlanResponse> {
+    const denied = 'the session secret was issued to another machine';
+    if (!machineId) {
+      await this.callerMachine(caller);
+      throw new InvalidArgumentError({ field: 'machine_id', description: 'required' });
+    }
+    if (caller.machineId !== undefined && machineId !== caller.machineId) throw new PermissionDeniedError(denied);
     const now = new Date();
-    const fast = await this.fetchInstallPlan(machineId, actor, now);
+    const fast = await this.fetchInstallPlan(machineId, caller.claim?.tokenHash, actor, now);
     if (fast) return fast;
+    if ((await this.callerMachine(caller)) !== machineId) throw new PermissionDeniedError(denied);
     return this.db.transaction().execute(async (trx) => {
       const locked = await lockMachineWith(trx, machineId, true);
       if (!locked) throw new NotFoundError(`machine ${machineId} not found`);
@@ -651,9 +671,9 @@ export class Deployer {
    * resource_version read. Undefined (nothing written) when the general path must answer: a
    * rescue plan, no plan to hand out (it says why), or the machine changed meanwhile.
    */
-  private async fetchInstallPlan(machineId: string, actor: Actor, now: Date): Promise<FetchPlanResponse | undefined> {
-    const snap = await readMachineSnapshot(this.db, machineId);
-    if (!snap || snap.row.state !== MachineState.MACHINE_STATE_INSTALL_PENDING || !snap.plan || snap.plan.fetchedAt !== null || !snap.assignment) return undefined;
+  private async fetchInstallPlan(machineId: string, sessionSecretHash: string | undefined, actor: Actor, now: Date): Promise<FetchPlanResponse | undefined> {
+    const snap = await this.planSnapshot(machineId, sessionSecretHash);
+    if (!snap) return undefined;
     const { row, assignment } = snap;
     const token = issueToken('install', { ttlMs: this.settings.installTokenTtlMs, now });
     const cluster = await this.clusterState(this.db, { generation: snap.clusterGeneration });
@@ -664,6 +684,7 @@ export class Deployer {
       machineId,
       resourceVersion: row.resourceVersion,
       state: row.state,
+      ...(sessionSecretHash !== undefined ? { sessionSecretHash } : {}),
       now,
       update: { state: transition.to, previousState: transition.previousState, statusMessage: '', installProgress: started, progress: true, installToken: { hash: token.hash, expiresAt: token.expiresAt as Date } },
       audits: [{ at: now, actor: actor.name, actorKind: actor.kind, rpc: actor.rpc, machineId, nodeId: assignment.nodeId, from: row.state, to: transition.to, transition: transition.transition, reason: 'plan fetched', outcome: AuditOutcome.AUDIT_OUTCOME_ALLOWED, ...(actor.peer ? { peer: actor.peer } : {}) }],
@@ -675,11 +696,29 @@ export class Deployer {
     return {
       assignment,
       secrets: this.issuedSecrets(assignment.nodeId, creds, token, now),
-      plan: snap.plan.plan,
+      plan: snap.plan,
     };
   }
 
-  async reportProgress(req: ReportInstallProgressRequest, tokenMachineId: string, actor: Actor): Promise<ReportInstallProgressResponse> {
+  /**
+   * What FetchPlan's one-statement path needs of a machine whose install plan is ready to hand
+   * out: what this replica's Discover just wrote (no read), else the machine as stored (with a
+   * claim: only if it holds that session secret). Undefined when no such plan is ready.
+   */
+  private async planSnapshot(machineId: string, sessionSecretHash: string | undefined): Promise<{ row: Pick<MachineRow, 'state' | 'resourceVersion'>; assignment: NodeAssignment; plan: InstallPlan; clusterGeneration: bigint | undefined } | undefined> {
+    const fresh = sessionSecretHash !== undefined ? this.freshPlans.take(machineId, sessionSecretHash) : undefined;
+    if (fresh) return { row: { state: MachineState.MACHINE_STATE_INSTALL_PENDING, resourceVersion: fresh.resourceVersion }, assignment: fresh.assignment, plan: fresh.plan, clusterGeneration: fresh.clusterGeneration };
+    const snap = await readMachineSnapshot(this.db, machineId, sessionSecretHash);
+    if (!snap || snap.row.state !== MachineState.MACHINE_STATE_INSTALL_PENDING || !snap.plan || snap.plan.fetchedAt !== null || !snap.assignment) return undefined;
+    return { row: snap.row, assignment: snap.assignment, plan: snap.plan.plan, clusterGeneration: snap.clusterGeneration };
+  }
+
+  /** The machine the caller's credential was issued to (looked up now for a claim; throws when it is not valid). */
+  private async callerMachine(caller: InstallerCaller): Promise<string> {
+    return caller.machineId ?? caller.claim.verify();
+  }
+
+  async reportProgress(req: ReportInstallProgressRequest, caller: InstallerCaller, actor: Actor): Promise<ReportInstallProgressResponse> {
     const violations: FieldViolation[] = [];
     if (!req.machineId) violations.push({ field: 'machine_id', description: 'required' });
     if (req.percent > 100) violations.push({ field: 'percent', description: `must be 0-100, got ${req.percent}` });
@@ -687,22 +726,28 @@ export class Deployer {
     if (req.phase === InstallPhase.INSTALL_PHASE_UNSPECIFIED && req.outcome === InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS) {
       violations.push({ field: 'phase', description: 'required while the install is in progress' });
     }
-    if (violations.length > 0) throw new InvalidArgumentError(violations);
-    if (req.machineId !== tokenMachineId) throw new PermissionDeniedError('the install token was issued to another machine');
+    if (violations.length > 0) {
+      await this.callerMachine(caller);
+      throw new InvalidArgumentError(violations);
+    }
+    const denied = 'the install token was issued to another machine';
+    if (caller.machineId !== undefined && req.machineId !== caller.machineId) throw new PermissionDeniedError(denied);
+    const tokenHash = caller.claim?.tokenHash;
     const now = new Date();
     const again = durationOf(this.settings.progressIntervalMs);
     if (req.outcome === InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS) {
       // The common case, an install still in progress: one statement, no transaction. The
       // stored startedAt is kept by the statement; this value only fills it when absent.
       const progress: InstallProgress = { phase: req.phase, percent: req.percent, message: req.message, logTail: tail(req.logTail), updatedAt: now, outcome: req.outcome, failureReason: '', startedAt: now };
-      if (await recordInstallingProgress(this.db, req.machineId, progress, now)) {
+      if (await recordInstallingProgress(this.db, req.machineId, progress, now, tokenHash)) {
         return { state: MachineState.MACHINE_STATE_INSTALLING, nextAction: InstallerAction.INSTALLER_ACTION_CONTINUE, retryAfter: again };
       }
     } else if (req.outcome === InstallOutcome.INSTALL_OUTCOME_SUCCEEDED || req.outcome === InstallOutcome.INSTALL_OUTCOME_FAILED) {
       // The end of an install: one statement guarded by the INSTALLING state (see finishInstall).
-      const finished = await this.finishInstall(req, actor, now);
+      const finished = await this.finishInstall(req, tokenHash, actor, now);
       if (finished) return finished;
     }
+    if ((await this.callerMachine(caller)) !== req.machineId) throw new PermissionDeniedError(denied);
     let ended: { ending: 'succeeded' | 'failed'; seconds: number } | undefined;
     const answer = await this.db.transaction().execute(async (trx): Promise<ReportInstallProgressResponse> => {
       const locked = await lockMachineWith(trx, req.machineId, true);
@@ -759,7 +804,7 @@ export class Deployer {
    * revoked and the audit event. Undefined (nothing written) when the machine is not INSTALLING:
    * the general path answers.
    */
-  private async finishInstall(req: ReportInstallProgressRequest, actor: Actor, now: Date): Promise<ReportInstallProgressResponse | undefined> {
+  private async finishInstall(req: ReportInstallProgressRequest, installTokenHash: string | undefined, actor: Actor, now: Date): Promise<ReportInstallProgressResponse | undefined> {
     const succeeded = req.outcome === InstallOutcome.INSTALL_OUTCOME_SUCCEEDED;
     const from = MachineState.MACHINE_STATE_INSTALLING;
     const transition = planTransition(from, succeeded ? MachineTransition.MACHINE_TRANSITION_INSTALL_SUCCEEDED : MachineTransition.MACHINE_TRANSITION_INSTALL_FAILED);
@@ -768,6 +813,7 @@ export class Deployer {
     const row = await guardedWrite(this.db, {
       machineId: req.machineId,
       state: from,
+      ...(installTokenHash !== undefined ? { installTokenHash } : {}),
       now,
       keepStartedAt: true,
       update: { state: transition.to, previousState: transition.previousState, statusMessage: '', installProgress: progress, progress: true, installToken: null, ...(succeeded ? {} : { lastError: reason }) },

@@ -6,11 +6,14 @@
 // event per step, and every row an install needs.
 import { readFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
+import { ClientError, Status } from 'nice-grpc';
+import pg from 'pg';
 import { ClusterState } from '../../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import type { MachineServiceDefinition } from '../../gen/ts/ultracloud/deployer/v1/machine_service.js';
 import { AddressMode } from '../../gen/ts/ultracloud/installplan/v1/installplan.js';
-import { MachineState, MachineTransition } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
+import { type AuditEvent, AuditOutcome, InstallOutcome, InstallPhase, MachineState, MachineTransition } from '../../gen/ts/ultracloud/lifecycle/v1/lifecycle.js';
 import type { ServiceClient } from '../../lib/grpc/client.js';
+import { hashToken } from '../../lib/pki/index.js';
 import { databaseTargets, unavailableTargetTest } from '../helpers/databases.js';
 import { type DeployerServer, forEachDeployerTarget } from '../helpers/deployer-server.js';
 import { createDeployerStore, startReplica } from '../helpers/deployer-replicas.js';
@@ -41,6 +44,17 @@ async function startDhcpLab(start: () => Promise<DeployerServer>): Promise<Deplo
   const server = await start();
   await server.cluster.applyClusterState({ state: lab6Dhcp(), dryRun: false, expectedGeneration: 0n });
   return server;
+}
+
+async function refused(t: ExecutionContext, call: Promise<unknown>, code: Status, pattern: RegExp): Promise<void> {
+  const err = await t.throwsAsync(call);
+  t.true(err instanceof ClientError && err.code === code, `${Status[code]} expected: ${String(err)}`);
+  t.regex((err as ClientError).details, pattern);
+}
+
+async function versionOf(machines: Machines, machineId: string): Promise<{ state: MachineState | undefined; resourceVersion: bigint | undefined }> {
+  const { machine } = await machines.getMachine({ key: { $case: 'machineId', value: machineId } });
+  return { state: machine?.state, resourceVersion: machine?.resourceVersion };
 }
 
 function distinct(t: ExecutionContext, values: readonly string[], count: number): void {
@@ -103,6 +117,64 @@ forEachDeployerTarget('bootstrap one-statement path', (target) => {
     await next.discover();
     t.is((await next.fetchPlan()).assignment?.nodeId, taken === 'worker-1' ? 'worker-2' : 'worker-1');
   });
+
+  // FetchPlan and ReportInstallProgress do not look their token up first: the statement acting on
+  // the machine matches the token's hash, and only when it does not answer is the token looked up.
+  test(title('a session secret replaced by a newer Discover cannot take the plan the first Discover left ready'), async (t) => {
+    const server = await startDhcpLab(() => target.start());
+    t.teardown(() => server.stop());
+    const machine = installer(server);
+    t.true((await machine.discover()).planReady);
+    const first = machine.sessionSecret;
+    t.true((await machine.discover()).planReady);
+    const before = await versionOf(server.machines, machine.machineId);
+    await refused(t, machine.bootstrap(first).fetchPlan({ machineId: machine.machineId }), Status.UNAUTHENTICATED, /session secret not recognised/);
+    t.deepEqual(await versionOf(server.machines, machine.machineId), before);
+    // The refusal is audited (denials are written in batches) as a refused credential: no actor.
+    const deadline = Date.now() + 10_000;
+    let refusal: AuditEvent | undefined;
+    while (!refusal && Date.now() < deadline) {
+      const { events } = await server.machines.listAuditEvents({ pageSize: 100 });
+      refusal = events.find((e) => e.outcome === AuditOutcome.AUDIT_OUTCOME_DENIED && e.rpc.endsWith('/FetchPlan'));
+      if (!refusal) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    t.like(refusal, { actor: 'anonymous' });
+    t.regex(refusal?.reason ?? '', /^UNAUTHENTICATED: session secret not recognised/);
+    // The current secret still gets the plan, once.
+    t.truthy((await machine.fetchPlan()).secrets?.installToken);
+    t.is((await versionOf(server.machines, machine.machineId)).state, S.MACHINE_STATE_INSTALLING);
+  });
+
+  test(title('an install token past its lifetime is refused for progress and for the final report, and nothing is written'), async (t) => {
+    const server = await target.start({ flags: { 'install-token-ttl': '1s' } });
+    t.teardown(() => server.stop());
+    await server.cluster.applyClusterState({ state: lab6Dhcp(), dryRun: false, expectedGeneration: 0n });
+    const machine = installer(server);
+    await machine.discover();
+    await machine.fetchPlan();
+    t.is((await machine.report({ phase: InstallPhase.INSTALL_PHASE_PARTITION, percent: 10 })).state, S.MACHINE_STATE_INSTALLING);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    const before = await versionOf(server.machines, machine.machineId);
+    await refused(t, machine.report({ phase: InstallPhase.INSTALL_PHASE_INSTALL, percent: 60 }), Status.UNAUTHENTICATED, /install token expired/);
+    await refused(t, machine.report({ phase: InstallPhase.INSTALL_PHASE_FINALIZE, percent: 100, outcome: InstallOutcome.INSTALL_OUTCOME_SUCCEEDED }), Status.UNAUTHENTICATED, /install token expired/);
+    // A bad request with the expired token is refused for the token, not for the request.
+    await refused(t, machine.report({ phase: InstallPhase.INSTALL_PHASE_INSTALL, percent: 150 }), Status.UNAUTHENTICATED, /install token expired/);
+    t.deepEqual(await versionOf(server.machines, machine.machineId), before);
+  });
+
+  test(title("an install token reporting for another machine is denied and changes neither machine"), async (t) => {
+    const server = await startDhcpLab(() => target.start());
+    t.teardown(() => server.stop());
+    const [victim, thief] = [installer(server), installer(server)] as const;
+    for (const m of [victim, thief]) {
+      await m.discover();
+      await m.fetchPlan();
+    }
+    const before = await Promise.all([victim, thief].map((m) => versionOf(server.machines, m.machineId)));
+    await refused(t, thief.bootstrap(thief.installToken).reportInstallProgress({ machineId: victim.machineId, phase: InstallPhase.INSTALL_PHASE_FINALIZE, percent: 100, message: '', logTail: '', outcome: InstallOutcome.INSTALL_OUTCOME_SUCCEEDED }), Status.PERMISSION_DENIED, /another machine/);
+    await refused(t, thief.bootstrap(thief.installToken).reportInstallProgress({ machineId: victim.machineId, phase: InstallPhase.INSTALL_PHASE_INSTALL, percent: 50, message: '', logTail: '', outcome: InstallOutcome.INSTALL_OUTCOME_IN_PROGRESS }), Status.PERMISSION_DENIED, /another machine/);
+    t.deepEqual(await Promise.all([victim, thief].map((m) => versionOf(server.machines, m.machineId))), before);
+  });
 });
 
 // Two replicas on one PostgreSQL database hand out names from their own books; the unique
@@ -128,5 +200,47 @@ if (postgres && !postgres.available) {
     t.is(machines.length, 20);
     distinct(t, machines.map((m) => m.assignment?.nodeId ?? ''), 20);
     distinct(t, machines.map((m) => m.assignment?.hostname ?? ''), 20);
+  });
+
+  test('an install from this replica\'s Discover runs no token look-up and no read of the machine [postgres]', async (t) => {
+    const store = await createDeployerStore('postgres');
+    const replica = await startReplica(store);
+    t.teardown(async () => {
+      await replica.stop();
+      await store.remove();
+    });
+    await replica.cluster.applyClusterState({ state: lab6Dhcp(), dryRun: false, expectedGeneration: 0n });
+    // Every statement this process sends to PostgreSQL while the install runs (other tests of
+    // this file run in the same process: only the statements naming this machine's ids count).
+    const seen: { text: string; values: unknown[] }[] = [];
+    const query = pg.Client.prototype.query;
+    const capture = function (this: pg.Client, ...args: unknown[]) {
+      const first = args[0] as string | { text?: string; values?: unknown[] };
+      if (typeof first === 'string') seen.push({ text: first, values: Array.isArray(args[1]) ? args[1] : [] });
+      else seen.push({ text: first?.text ?? '', values: first?.values ?? [] });
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    };
+    pg.Client.prototype.query = capture as typeof query;
+    t.teardown(() => {
+      pg.Client.prototype.query = query;
+    });
+    const machine = installer(replica);
+    const mine = (values: unknown[]) => values.some((v) => v === machine.machineId || (typeof v === 'string' && [machine.sessionSecret, machine.installToken].some((token) => token !== '' && v === hashToken(token))));
+    const lookUps = () => seen.filter((q) => mine(q.values) && /^select "machine_id"(, "install_token_expires_at")? from "[a-z_]+"\."machines" where "(session_secret|install_token)_hash" = \$1$/.test(q.text));
+    const snapshots = () => seen.filter((q) => mine(q.values) && q.text.includes('"assignment_json"'));
+
+    await machine.discover();
+    await machine.fetchPlan();
+    const answers = await machine.install();
+    t.is(answers.at(-1)?.state, S.MACHINE_STATE_INSTALLED);
+    t.deepEqual(lookUps(), [], 'no token was looked up before its statement');
+    t.deepEqual(snapshots(), [], 'FetchPlan used what the Discover wrote');
+
+    // The capture sees those statements when they do run: a token the statements do not match
+    // is looked up (and refused), and a plan the Discover did not leave is read.
+    await refused(t, machine.report({ phase: InstallPhase.INSTALL_PHASE_INSTALL, percent: 50 }), Status.UNAUTHENTICATED, /install token/);
+    t.is(lookUps().length, 1);
+    await refused(t, machine.fetchPlan(), Status.FAILED_PRECONDITION, /installed/);
+    t.true(snapshots().length > 0);
   });
 }

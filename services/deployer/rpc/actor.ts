@@ -3,7 +3,7 @@ import { ActorKind, AuditOutcome } from '../../../gen/ts/ultracloud/lifecycle/v1
 import { PermissionDeniedError } from '../../../lib/errors.js';
 import type { AccessDenial, InstallerCredential, Principal } from '../../../lib/grpc/auth.js';
 import type { HandlerContext } from '../../../lib/grpc/server.js';
-import type { Actor } from '../deployer.js';
+import type { Actor, InstallerCaller } from '../deployer.js';
 import type { AuditEntry } from '../store/audit.js';
 
 export function actorOfPrincipal(p: Principal, rpc: string, peer: string): Actor {
@@ -43,11 +43,21 @@ export function denialAuditEntry(denial: AccessDenial, at: Date): AuditEntry {
   };
 }
 
-/** The machine an installer credential was issued to. */
-export function installerMachine(context: HandlerContext, credential: InstallerCredential): string {
+/** How the call proves which machine it acts for (see InstallerCaller and TokenClaim). */
+export function installerCaller(context: HandlerContext, credential: InstallerCredential): InstallerCaller {
   const p = context.principal;
-  if (p.kind !== 'installer' || p.credential !== credential || !p.machineId) {
-    throw new PermissionDeniedError(`this call needs the ${credential} of the machine`);
+  if (p.kind === 'installer' && p.credential === credential) {
+    if (p.machineId) return { machineId: p.machineId };
+    if (p.claim) return { claim: p.claim };
   }
-  return p.machineId;
+  throw new PermissionDeniedError(`this call needs the ${credential} of the machine`);
+}
+
+/**
+ * The actor of an installer's call naming `machineId`: the deployer writes under it only once
+ * the credential is proven to belong to that machine.
+ */
+export function installerActor(context: HandlerContext & { readonly peer: string }, rpc: string, machineId: string): Actor {
+  const p = context.principal;
+  return p.kind === 'installer' && !p.machineId && machineId ? { name: `installer:${machineId}`, kind: ActorKind.ACTOR_KIND_INSTALLER, rpc, peer: context.peer } : actorOf(context, rpc);
 }

@@ -12,28 +12,38 @@ import type { DeployerDatabase } from '../store/tables.js';
 import type { FileToken } from '../domain/operator-tokens.js';
 import type { OperatorTokens } from '../operator-tokens.js';
 
-export function installerAuthenticator(db: Kysely<DeployerDatabase>, joinToken: string): Authenticator {
+/**
+ * `claimedIn`: methods whose handlers prove session secrets and install tokens themselves (the
+ * bootstrap's FetchPlan and ReportInstallProgress match the token's hash in the statement that
+ * acts on the machine, see TokenClaim); everywhere else they are looked up here.
+ */
+export function installerAuthenticator(db: Kysely<DeployerDatabase>, joinToken: string, claimedIn: ReadonlySet<string> = new Set()): Authenticator {
   const joinHash = Buffer.from(hashToken(joinToken), 'hex');
+  const sessionMachine = async (hash: string): Promise<string> => {
+    const machineId = await machineBySessionSecret(db, hash);
+    if (!machineId) throw new UnauthenticatedError('session secret not recognised or replaced by a newer Discover');
+    return machineId;
+  };
+  const installMachine = async (hash: string): Promise<string> => {
+    const found = await machineByInstallToken(db, hash);
+    if (!found) throw new UnauthenticatedError('install token not recognised or revoked');
+    if (found.expiresAt && found.expiresAt.getTime() < Date.now()) throw new UnauthenticatedError('install token expired');
+    return found.machineId;
+  };
   return {
-    async authenticate({ bearer }): Promise<Principal | undefined> {
+    async authenticate({ bearer, method }): Promise<Principal | undefined> {
       if (!bearer) return undefined;
       const kind = tokenKind(bearer);
       if (kind === 'join') {
         if (!timingSafeEqual(Buffer.from(hashToken(bearer), 'hex'), joinHash)) throw new UnauthenticatedError('join token not recognised');
         return { kind: 'installer', credential: 'join-token' };
       }
-      if (kind === 'session') {
-        const machineId = await machineBySessionSecret(db, hashToken(bearer));
-        if (!machineId) throw new UnauthenticatedError('session secret not recognised or replaced by a newer Discover');
-        return { kind: 'installer', credential: 'session-secret', machineId };
-      }
-      if (kind === 'install') {
-        const found = await machineByInstallToken(db, hashToken(bearer));
-        if (!found) throw new UnauthenticatedError('install token not recognised or revoked');
-        if (found.expiresAt && found.expiresAt.getTime() < Date.now()) throw new UnauthenticatedError('install token expired');
-        return { kind: 'installer', credential: 'install-token', machineId: found.machineId };
-      }
-      return undefined;
+      if (kind !== 'session' && kind !== 'install') return undefined;
+      const tokenHash = hashToken(bearer);
+      const lookUp = kind === 'session' ? sessionMachine : installMachine;
+      const credential = kind === 'session' ? 'session-secret' : 'install-token';
+      if (claimedIn.has(method)) return { kind: 'installer', credential, claim: { tokenHash, verify: () => lookUp(tokenHash) } };
+      return { kind: 'installer', credential, machineId: await lookUp(tokenHash) };
     },
   };
 }

@@ -280,16 +280,18 @@ export async function updateMachine(trx: DeployerDb, current: MachineRow, update
  * An installer's progress report while the machine is INSTALLING, as one statement (no explicit
  * transaction): the row lock of the UPDATE orders it against every state change, and its WHERE is
  * re-checked on the locked row. Keeps the install's startedAt. Returns false when the machine is
- * not (or no longer) INSTALLING, for the caller to take the general path.
+ * not (or no longer) INSTALLING, or, with `installTokenHash`, holds no unexpired install token
+ * of that hash: nothing is written then, and the caller takes the general path.
  */
-export async function recordInstallingProgress(db: DeployerDb, machineId: string, progress: InstallProgress, now: Date): Promise<boolean> {
+export async function recordInstallingProgress(db: DeployerDb, machineId: string, progress: InstallProgress, now: Date, installTokenHash?: string): Promise<boolean> {
   const doc = JSON.stringify(InstallProgress.toJSON(progress));
+  const guarded = installTokenHash !== undefined;
   // Every report of every installer runs this: a cached statement (lib/db/statement-cache.ts).
   const r = await statements.execute<never, DeployerDatabase>(
     db,
-    'recordInstallingProgress',
-    (p) =>
-      db
+    guarded ? 'recordInstallingProgress|token' : 'recordInstallingProgress',
+    (p) => {
+      const update = db
         .updateTable('machines')
         .set({
           resource_version: sql<bigint>`nextval(${sql.lit('deployer.resource_version_seq')}::regclass)`,
@@ -298,8 +300,12 @@ export async function recordInstallingProgress(db: DeployerDb, machineId: string
           install_progress: sql<JsonDocument>`jsonb_set(${p('doc')}::jsonb, '{startedAt}', coalesce(install_progress -> 'startedAt', ${p('doc')}::jsonb -> 'startedAt'))`,
         })
         .where('machine_id', '=', p('machineId'))
-        .where('state', '=', stateName(MachineState.MACHINE_STATE_INSTALLING)),
-    { now, doc, machineId },
+        .where('state', '=', stateName(MachineState.MACHINE_STATE_INSTALLING));
+      return guarded
+        ? update.where('install_token_hash', '=', p('installTokenHash')).where((eb) => eb.or([eb('install_token_expires_at', 'is', null), eb('install_token_expires_at', '>', p('now'))]))
+        : update;
+    },
+    guarded ? { now, doc, machineId, installTokenHash } : { now, doc, machineId },
   );
   return (r.numAffectedRows ?? 0n) > 0n;
 }

@@ -186,12 +186,13 @@ export interface MachineSnapshot {
 
 type PlanJson = { plan: unknown; created_at: string | Date; fetched_at: string | Date | null; cluster_generation: string | number | bigint };
 
-export async function readMachineSnapshot(db: DeployerDb, machineId: string): Promise<MachineSnapshot | undefined> {
+/** `sessionSecretHash`: only if the machine's current session secret has this hash. */
+export async function readMachineSnapshot(db: DeployerDb, machineId: string, sessionSecretHash?: string): Promise<MachineSnapshot | undefined> {
   const result = await statements.execute<Selectable<MachinesTable>, DeployerDatabase>(
     db,
-    'readMachineSnapshot',
-    (p) =>
-      db
+    sessionSecretHash === undefined ? 'readMachineSnapshot' : 'readMachineSnapshot|session',
+    (p) => {
+      const query = db
         .selectFrom('machines')
         .selectAll('machines')
         .select((eb) => [
@@ -199,8 +200,10 @@ export async function readMachineSnapshot(db: DeployerDb, machineId: string): Pr
           eb.selectFrom('assignments as a').select(sql<AssignmentJson>`to_jsonb(a)`.as('j')).whereRef('a.machine_id', '=', 'machines.machine_id').as('assignment_json'),
           eb.selectFrom('install_plans as p').select(sql<PlanJson>`to_jsonb(p)`.as('j')).whereRef('p.machine_id', '=', 'machines.machine_id').as('plan_json'),
         ])
-        .where('machine_id', '=', p('machineId')),
-    { machineId },
+        .where('machine_id', '=', p('machineId'));
+      return sessionSecretHash === undefined ? query : query.where('session_secret_hash', '=', p('sessionSecretHash'));
+    },
+    sessionSecretHash === undefined ? { machineId } : { machineId, sessionSecretHash },
   );
   const r = result.rows[0];
   if (!r) return undefined;
@@ -226,8 +229,12 @@ export interface GuardedWrite {
   readonly machineId: string;
   /** The machine must still have this resource_version ... */
   readonly resourceVersion?: bigint;
-  /** ... and/or be in this state. */
+  /** ... and/or be in this state ... */
   readonly state?: MachineState;
+  /** ... and/or hold the session secret with this hash ... */
+  readonly sessionSecretHash?: string;
+  /** ... and/or an install token with this hash that has not expired at `now`. */
+  readonly installTokenHash?: string;
   readonly update: MachineUpdate;
   readonly now: Date;
   /** Events of the change; they carry its resource_version. A node_id of '' is filled from the assignment. */
@@ -262,7 +269,7 @@ export async function guardedWrite(db: DeployerDb, w: GuardedWrite): Promise<Mac
         issued_at: c.issuedAt,
       })
     : undefined;
-  const guards = `${w.resourceVersion !== undefined ? 'rv' : ''}${w.state !== undefined ? 'state' : ''}`;
+  const guards = `${w.resourceVersion !== undefined ? 'rv' : ''}${w.state !== undefined ? 'state' : ''}${w.sessionSecretHash !== undefined ? 'session' : ''}${w.installTokenHash !== undefined ? 'install' : ''}`;
   const key = `guardedWrite|${set.shape}|keep=${keepStartedAt}|guard=${guards}|audits=${w.audits.length > 0}|fetched=${Boolean(w.planFetched)}|c=${credentials?.shape ?? '-'}`;
   const values: Record<string, unknown> = {
     ...set.values,
@@ -271,6 +278,8 @@ export async function guardedWrite(db: DeployerDb, w: GuardedWrite): Promise<Mac
     ...(progressDoc !== undefined ? { progressDoc } : {}),
     ...(w.resourceVersion !== undefined ? { resourceVersion: w.resourceVersion } : {}),
     ...(w.state !== undefined ? { state: stateName(w.state) } : {}),
+    ...(w.sessionSecretHash !== undefined ? { sessionSecretHash: w.sessionSecretHash } : {}),
+    ...(w.installTokenHash !== undefined ? { installTokenHash: w.installTokenHash, tokenValidAt: w.now } : {}),
     ...(w.audits.length > 0 ? { audits: JSON.stringify(w.audits.map((a) => auditValues(a))) } : {}),
     ...(w.planFetched ? { now: w.now } : {}),
   };
@@ -288,6 +297,12 @@ export async function guardedWrite(db: DeployerDb, w: GuardedWrite): Promise<Mac
         let update = q.updateTable('machines').set(changes).where('machine_id', '=', p('machineId'));
         if (w.resourceVersion !== undefined) update = update.where('resource_version', '=', p('resourceVersion'));
         if (w.state !== undefined) update = update.where('state', '=', p('state'));
+        if (w.sessionSecretHash !== undefined) update = update.where('session_secret_hash', '=', p('sessionSecretHash'));
+        if (w.installTokenHash !== undefined) {
+          update = update
+            .where('install_token_hash', '=', p('installTokenHash'))
+            .where((eb) => eb.or([eb('install_token_expires_at', 'is', null), eb('install_token_expires_at', '>', p('tokenValidAt'))]));
+        }
         return update.returning(HEAD_COLUMNS);
       });
       if (w.audits.length > 0) {
