@@ -20,6 +20,8 @@ export class NameBook {
   private committedDuringLoad: NodeNames[] | undefined;
   private readonly pendingNodeIds = new Set<string>();
   private readonly pendingHostnames = new Set<string>();
+  /** Enrolment's scan hints (TakenNames.scanFrom): valid while names are only taken, never freed. */
+  private readonly scanFrom = new Map<string, number>();
 
   constructor(
     private readonly maxAgeMs = 5_000,
@@ -33,7 +35,7 @@ export class NameBook {
   async taken(db: DeployerDb): Promise<TakenNames> {
     if (!this.assigned || this.clock() - this.loadedAt > this.maxAgeMs) await this.reload(db);
     const assigned = this.assigned as { nodeIds: Set<string>; hostnames: Set<string> };
-    return { nodeIds: unionOfNames(assigned.nodeIds, this.pendingNodeIds), hostnames: unionOfNames(assigned.hostnames, this.pendingHostnames) };
+    return { nodeIds: unionOfNames(assigned.nodeIds, this.pendingNodeIds), hostnames: unionOfNames(assigned.hostnames, this.pendingHostnames), scanFrom: this.scanFrom };
   }
 
   /** Marks the pair as being written; false when a concurrent enrolment of this process has it. */
@@ -48,7 +50,10 @@ export class NameBook {
   settle(names: NodeNames, committed: boolean): void {
     this.pendingNodeIds.delete(names.nodeId);
     this.pendingHostnames.delete(names.hostname);
-    if (!committed) return;
+    if (!committed) {
+      this.scanFrom.clear(); // the pair is free again
+      return;
+    }
     this.assigned?.nodeIds.add(names.nodeId);
     this.assigned?.hostnames.add(names.hostname);
     this.committedDuringLoad?.push(names);
@@ -71,6 +76,7 @@ export class NameBook {
           }
           this.assigned = fresh;
           this.loadedAt = startedAt;
+          this.scanFrom.clear(); // names released elsewhere (a machine deleted) are free again
         })
         .finally(() => {
           this.loading = undefined;

@@ -208,6 +208,26 @@ for (const c of templateCases) {
   });
 }
 
+test('{index} scans start where the previous enrolment found its name, per template', (t) => {
+  const doc = cluster({ enrollmentRules: { r: rule({ nodeIdTemplate: 'worker-{index}' }) } });
+  const nodeIds = new Set(['worker-1', 'worker-2', 'worker-3']);
+  const scanFrom = new Map<string, number>();
+  const taken: TakenNames = { nodeIds, hostnames: new Set(), scanFrom };
+  t.is(matchEnrollment(inventory(), doc, taken)?.assignment.nodeId, 'worker-4');
+  t.deepEqual([...scanFrom.values()], [4]);
+  nodeIds.add('worker-4');
+  t.is(matchEnrollment(inventory(), doc, taken)?.assignment.nodeId, 'worker-5');
+  t.deepEqual([...scanFrom.values()], [5]);
+  // The hint is trusted: a name freed below it is found again once its owner clears the hints.
+  nodeIds.delete('worker-2');
+  t.is(matchEnrollment(inventory(), doc, taken)?.assignment.nodeId, 'worker-5');
+  scanFrom.clear();
+  t.is(matchEnrollment(inventory(), doc, taken)?.assignment.nodeId, 'worker-2');
+  // A taken name at or above the hint is still skipped: the hint never hands out a taken name.
+  scanFrom.set([...scanFrom.keys()][0] as string, 4);
+  t.is(matchEnrollment(inventory(), doc, taken)?.assignment.nodeId, 'worker-5');
+});
+
 test('a template without {index} that renders a taken name is refused, naming the rule and the name', (t) => {
   const doc = cluster({ enrollmentRules: { bySerial: rule({ nodeIdTemplate: '{pool}-{serial}' }) } });
   const err = t.throws(() => matchEnrollment(inventory(), doc, { nodeIds: new Set(['lab-5bq2nm2']), hostnames: new Set() }), {

@@ -36,6 +36,13 @@ export interface NameSet {
 export interface TakenNames {
   readonly nodeIds: NameSet;
   readonly hostnames: NameSet;
+  /**
+   * Where to start looking for a free `{index}`, per rendered template pair: every index below
+   * the one recorded is known to be taken. Enrolment reads and advances it, so machines enrolled
+   * one after another do not scan the whole fleet's names each; its owner clears it whenever a
+   * name may have become free. Without it, every scan starts at 1.
+   */
+  readonly scanFrom?: Map<string, number>;
 }
 
 /** NodeAssignment as enrollment decides it; the caller adds assigned_at and cluster_generation. */
@@ -317,7 +324,7 @@ function reservedNames(cluster: EnrollmentCluster, taken: TakenNames): TakenName
     }
     fixedNamesOf.set(cluster, fixed);
   }
-  return { nodeIds: unionOfNames(taken.nodeIds, fixed.nodeIds), hostnames: unionOfNames(taken.hostnames, fixed.hostnames) };
+  return { nodeIds: unionOfNames(taken.nodeIds, fixed.nodeIds), hostnames: unionOfNames(taken.hostnames, fixed.hostnames), ...(taken.scanFrom ? { scanFrom: taken.scanFrom } : {}) };
 }
 
 function classOf(cluster: EnrollmentCluster, what: string, source: string, nodeClass: string): NodeClass {
@@ -377,14 +384,18 @@ function allocateNames(ruleName: string, rule: EnrollmentRule, facts: NameFacts,
   const nodeIdTemplate = rule.nodeIdTemplate || rule.hostnameTemplate || DEFAULT_NODE_ID_TEMPLATE;
   const usesIndex = /\{index\}/.test(nodeIdTemplate) || /\{index\}/.test(rule.hostnameTemplate);
   const wanted = usesIndex ? NAME_CANDIDATES : 1;
-  // Each taken name blocks at most one index, so `wanted` free ones exist within this bound.
-  const lastIndex = usesIndex ? taken.nodeIds.size + taken.hostnames.size + wanted : 1;
   const found: { nodeId: string; hostname: string }[] = [];
   let conflict = '';
   // Every placeholder but {index} renders the same for each index: render those once.
-  const nodeIdParts = renderNameTemplate(nodeIdTemplate, facts).split('{index}');
-  const hostnameParts = rule.hostnameTemplate ? renderNameTemplate(rule.hostnameTemplate, facts).split('{index}') : undefined;
-  for (let index = 1; index <= lastIndex && found.length < wanted; index++) {
+  const nodeIdRendered = renderNameTemplate(nodeIdTemplate, facts);
+  const hostnameRendered = rule.hostnameTemplate ? renderNameTemplate(rule.hostnameTemplate, facts) : undefined;
+  const nodeIdParts = nodeIdRendered.split('{index}');
+  const hostnameParts = hostnameRendered?.split('{index}');
+  const hintKey = `${nodeIdRendered}\n${hostnameRendered ?? ''}`;
+  const firstIndex = usesIndex ? (taken.scanFrom?.get(hintKey) ?? 1) : 1;
+  // Each taken name blocks at most one index, so `wanted` free ones exist within this bound.
+  const lastIndex = usesIndex ? firstIndex - 1 + taken.nodeIds.size + taken.hostnames.size + wanted : 1;
+  for (let index = firstIndex; index <= lastIndex && found.length < wanted; index++) {
     const nodeId = nodeIdParts.join(String(index));
     const hostname = hostnameParts ? hostnameParts.join(String(index)) : nodeId;
     if (found.length > 0 && (!isRfc1123Label(nodeId) || !isRfc1123Label(hostname))) break; // a longer index outgrew the label
@@ -392,7 +403,11 @@ function allocateNames(ruleName: string, rule: EnrollmentRule, facts: NameFacts,
     requireValidName('enrollment rule', ruleName, 'hostname', hostname);
     if (taken.nodeIds.has(nodeId)) conflict = `node_id "${nodeId}"`;
     else if (taken.hostnames.has(hostname)) conflict = `hostname "${hostname}"`;
-    else found.push({ nodeId, hostname });
+    else {
+      // Every index from firstIndex up to here was taken.
+      if (found.length === 0 && usesIndex) taken.scanFrom?.set(hintKey, index);
+      found.push({ nodeId, hostname });
+    }
   }
   if (found.length === 0) throw new FailedPreconditionError(`enrollment rule ${ruleName} renders ${conflict}, which is already taken in the cluster`);
   return found;
