@@ -61,8 +61,10 @@ export interface BootstrapStormResult {
     readonly discover: LatencySummary;
     readonly fetchPlan: LatencySummary;
     readonly reportInstallProgress: LatencySummary;
+    /** Share of the load's wall time the server's event loop was busy (not waiting for I/O). */
+    readonly serverThreadBusy: number;
   };
-  readonly baseline: { readonly calls: number; readonly seconds: number; readonly callsPerSecond: number; readonly latency: LatencySummary };
+  readonly baseline: { readonly calls: number; readonly seconds: number; readonly callsPerSecond: number; readonly latency: LatencySummary; readonly serverThreadBusy: number };
   readonly credentials: CredentialsBenchResult;
   readonly ratio: number;
   readonly postgresVersion: string;
@@ -87,9 +89,10 @@ export async function runBootstrapStorm(options: BootstrapStormOptions = {}): Pr
     print(`  Discover               ${formatLatency(deployer.discover)}`);
     print(`  FetchPlan              ${formatLatency(deployer.fetchPlan)}`);
     print(`  ReportInstallProgress  ${formatLatency(deployer.reportInstallProgress)}`);
+    print(`  server thread busy ${(deployer.serverThreadBusy * 100).toFixed(0)} % of the run`);
 
     const baseline = await stormBaseline({ url: scratch.url, calls: deployer.rpcs, concurrency, inProcess });
-    print(`baseline (bare grpc-js, one upsert per call): ${baseline.calls} calls in ${baseline.seconds.toFixed(2)} s = ${baseline.callsPerSecond.toFixed(1)} calls/s, ${formatLatency(baseline.latency)}`);
+    print(`baseline (bare grpc-js, one upsert per call): ${baseline.calls} calls in ${baseline.seconds.toFixed(2)} s = ${baseline.callsPerSecond.toFixed(1)} calls/s, ${formatLatency(baseline.latency)}, server thread busy ${(baseline.serverThreadBusy * 100).toFixed(0)} %`);
 
     const credentials = await runCredentialsBench({ seconds: options.credentialSeconds ?? 5 });
     print(formatCredentialsBench(credentials));
@@ -145,7 +148,9 @@ async function stormDeployer(input: { url: string; stateDir: string; machines: n
 
     // Warm-up machines (JIT, pool connections, prepared plans) are installed but not counted.
     const warmup = Math.min(input.concurrency, 16);
+    const before = performance.eventLoopUtilization();
     const load = await runLoad({ kind: 'installers', address: serving.server.address, joinToken, warmup, machines: input.machines, concurrency: input.concurrency }, input.inProcess);
+    const serverThreadBusy = performance.eventLoopUtilization(before).utilization;
     const seconds = load.seconds;
 
     await assertAllInstalled(input.url, input.machines + warmup);
@@ -158,6 +163,7 @@ async function stormDeployer(input: { url: string; stateDir: string; machines: n
       discover: load.discover,
       fetchPlan: load.fetchPlan,
       reportInstallProgress: load.reportInstallProgress,
+      serverThreadBusy,
     };
   } catch (err) {
     destination.flushSync();
@@ -232,11 +238,13 @@ async function stormBaseline(input: { url: string; calls: number; concurrency: n
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound))),
   );
   try {
+    const before = performance.eventLoopUtilization();
     const load = await runLoad({ kind: 'baseline', address: `127.0.0.1:${port}`, calls: input.calls, concurrency: input.concurrency }, input.inProcess);
+    const serverThreadBusy = performance.eventLoopUtilization(before).utilization;
     const { rows } = await pool.query<{ calls: string }>('SELECT coalesce(sum(calls), 0) AS calls FROM bench_baseline');
     const expected = input.calls + baselineWarmupCalls(input.concurrency);
     if (Number(rows[0]?.calls) !== expected) throw new Error(`baseline recorded ${rows[0]?.calls} upserts, expected ${expected}`);
-    return { calls: input.calls, seconds: load.seconds, callsPerSecond: input.calls / load.seconds, latency: load.latency };
+    return { calls: input.calls, seconds: load.seconds, callsPerSecond: input.calls / load.seconds, latency: load.latency, serverThreadBusy };
   } finally {
     await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
     await pool.end();
