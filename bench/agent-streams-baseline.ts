@@ -18,12 +18,12 @@ const HELLO_ACK = Buffer.alloc(16);
 const calls: grpc.ServerDuplexStream<Buffer, Buffer>[] = [];
 let server: grpc.Server | undefined;
 
-async function rss(): Promise<number> {
+async function memory(): Promise<NodeJS.MemoryUsage> {
   for (let i = 0; i < 3; i++) {
     collectGarbage();
     await new Promise((r) => setImmediate(r));
   }
-  return process.memoryUsage().rss;
+  return process.memoryUsage();
 }
 
 async function start(clusterCaPem: string): Promise<{ port: number; caPem: string }> {
@@ -51,7 +51,7 @@ process.on('message', (m: { kind: string; clusterCaPem?: string; bytes?: number 
   void (async () => {
     try {
       if (m.kind === 'start') process.send?.({ kind: 'listening', ...(await start(m.clusterCaPem ?? '')) });
-      else if (m.kind === 'measure') process.send?.({ kind: 'rss', rss: await rss(), streams: calls.length });
+      else if (m.kind === 'measure') process.send?.({ kind: 'rss', memory: await memory(), streams: calls.length });
       else if (m.kind === 'push') {
         const payload = randomBytes(m.bytes ?? 0);
         const at = performance.timeOrigin + performance.now();

@@ -62,6 +62,7 @@ export interface AgentStreamsOptions {
 
 export interface FanOut {
   readonly rssPerStreamBytes: number;
+  readonly memory: MemoryGrowth;
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly received: number;
@@ -85,13 +86,35 @@ function percentile(sorted: readonly number[], p: number): number {
 // A full collection before each reading, so RSS differences are live memory, not garbage.
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
-const rss = async (): Promise<number> => {
+const memory = async (): Promise<NodeJS.MemoryUsage> => {
   for (let i = 0; i < 3; i++) {
     collectGarbage();
     await new Promise((r) => setImmediate(r));
   }
-  return process.memoryUsage().rss;
+  return process.memoryUsage();
 };
+
+/** Per stream, where the growth between two readings is: V8's heap, buffers it tracks, the rest. */
+function growthPerStream(before: NodeJS.MemoryUsage, after: NodeJS.MemoryUsage, streams: number): MemoryGrowth {
+  const per = (bytes: number) => bytes / streams;
+  const heap = per(after.heapTotal - before.heapTotal);
+  const external = per(after.external - before.external);
+  const rss = per(after.rss - before.rss);
+  return { rss, heap, external, outside: rss - heap - external };
+}
+
+export interface MemoryGrowth {
+  /** RSS growth per stream, and its parts: V8's heap (heapTotal), memory V8 tracks outside it (external, Buffers), and the rest (native: TLS, HTTP/2, allocator). */
+  readonly rss: number;
+  readonly heap: number;
+  readonly external: number;
+  readonly outside: number;
+}
+
+function formatGrowth(g: MemoryGrowth): string {
+  const k = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
+  return `per stream: V8 heap ${k(g.heap)}, external ${k(g.external)}, outside V8 ${k(g.outside)}`;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.timeOrigin + performance.now();
 
@@ -241,7 +264,7 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     await sleep(3_000);
 
     const rollouts = createServiceClient(HostDeploymentServiceDefinition, channel, { token: adminToken, defaultDeadlineMs: 120_000 });
-    const before = await rss();
+    const before = await memory();
     const connectSeconds = await connectAgents(load, { address, caPem, agents: credentials, concurrency: input.concurrency });
     // Until every agent's stream is recorded as connected.
     for (let i = 0; i < 60; i++) {
@@ -257,8 +280,9 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
       await sleep(1_000);
     }
     await sleep(2_000);
-    const after = await rss();
-    input.print(`  ${credentials.length} agents connected over mTLS in ${connectSeconds.toFixed(1)} s; server RSS ${(before / 2 ** 20).toFixed(0)} MiB -> ${(after / 2 ** 20).toFixed(0)} MiB`);
+    const after = await memory();
+    const growth = growthPerStream(before, after, credentials.length);
+    input.print(`  ${credentials.length} agents connected over mTLS in ${connectSeconds.toFixed(1)} s; server RSS ${(before.rss / 2 ** 20).toFixed(0)} MiB -> ${(after.rss / 2 ** 20).toFixed(0)} MiB; ${formatGrowth(growth)}`);
 
     const received = load.next<ReceivedReport>('received');
     load.send({ kind: 'mark', mode: 'desired', timeoutMs: 120_000 });
@@ -284,7 +308,7 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     const { p50Ms, p99Ms } = summarise(report, t0);
     input.print(`  ApplyHostDeployments answered in ${(applySeconds * 1000).toFixed(1)} ms`);
     return {
-      fanOut: { rssPerStreamBytes: (after - before) / credentials.length, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds },
+      fanOut: { rssPerStreamBytes: growth.rss, memory: growth, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds },
       credentials,
       caPem,
       sampleBytes: Number(report.sampleBytes),
@@ -307,11 +331,11 @@ async function baselineSide(input: { clusterCaPem: string; credentials: readonly
     server.send({ kind: 'start', clusterCaPem: input.clusterCaPem });
     const { port, caPem } = await listening;
     const measure = async () => {
-      const answer = server.next<{ rss: number; streams: number }>('rss');
+      const answer = server.next<{ memory: NodeJS.MemoryUsage; streams: number }>('rss');
       server.send({ kind: 'measure' });
       return answer;
     };
-    const before = (await measure()).rss;
+    const before = (await measure()).memory;
     const connectSeconds = await connectAgents(load, { address: `127.0.0.1:${port}`, caPem, agents: input.credentials, concurrency: input.concurrency });
     let after = await measure();
     for (let i = 0; i < 60 && after.streams < input.credentials.length; i++) {
@@ -328,7 +352,8 @@ async function baselineSide(input: { clusterCaPem: string; credentials: readonly
     const t0 = (await pushed).at;
     const report = await received;
     const { p50Ms, p99Ms } = summarise(report, t0);
-    return { rssPerStreamBytes: (after.rss - before) / input.credentials.length, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds };
+    const growth = growthPerStream(before, after.memory, input.credentials.length);
+    return { rssPerStreamBytes: growth.rss, memory: growth, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds };
   } finally {
     await load.close();
     await server.close();
@@ -336,7 +361,7 @@ async function baselineSide(input: { clusterCaPem: string; credentials: readonly
 }
 
 function format(f: FanOut): string {
-  return `RSS per stream ${(f.rssPerStreamBytes / 1024).toFixed(1)} KiB; fan-out p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms (${f.received} received, ${f.missing} missing); connect ${f.connectSeconds.toFixed(1)} s`;
+  return `RSS per stream ${(f.rssPerStreamBytes / 1024).toFixed(1)} KiB (${formatGrowth(f.memory)}); fan-out p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms (${f.received} received, ${f.missing} missing); connect ${f.connectSeconds.toFixed(1)} s`;
 }
 
 export async function runAgentStreams(options: AgentStreamsOptions = {}): Promise<AgentStreamsResult> {
