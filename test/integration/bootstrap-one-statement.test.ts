@@ -146,14 +146,17 @@ forEachDeployerTarget('bootstrap one-statement path', (target) => {
   });
 
   test(title('an install token past its lifetime is refused for progress and for the final report, and nothing is written'), async (t) => {
-    const server = await target.start({ flags: { 'install-token-ttl': '1s' } });
+    // Long enough for the first report to land before it even on a busy machine; the test then
+    // waits for the expiry the FetchPlan answer states.
+    const server = await target.start({ flags: { 'install-token-ttl': '5s' } });
     t.teardown(() => server.stop());
     await server.cluster.applyClusterState({ state: lab6Dhcp(), dryRun: false, expectedGeneration: 0n });
     const machine = installer(server);
     await machine.discover();
-    await machine.fetchPlan();
+    const expiresAt = (await machine.fetchPlan()).secrets?.installTokenExpiresAt?.getTime() ?? 0;
+    t.true(expiresAt > 0, 'FetchPlan states when the install token expires');
     t.is((await machine.report({ phase: InstallPhase.INSTALL_PHASE_PARTITION, percent: 10 })).state, S.MACHINE_STATE_INSTALLING);
-    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt - Date.now()) + 100));
     const before = await versionOf(server.machines, machine.machineId);
     await refused(t, machine.report({ phase: InstallPhase.INSTALL_PHASE_INSTALL, percent: 60 }), Status.UNAUTHENTICATED, /install token expired/);
     await refused(t, machine.report({ phase: InstallPhase.INSTALL_PHASE_FINALIZE, percent: 100, outcome: InstallOutcome.INSTALL_OUTCOME_SUCCEEDED }), Status.UNAUTHENTICATED, /install token expired/);
