@@ -59,5 +59,5 @@ export function installerCaller(context: HandlerContext, credential: InstallerCr
  */
 export function installerActor(context: HandlerContext & { readonly peer: string }, rpc: string, machineId: string): Actor {
   const p = context.principal;
-  return p.kind === 'installer' && !p.machineId && machineId ? { name: `installer:${machineId}`, kind: ActorKind.ACTOR_KIND_INSTALLER, rpc, peer: context.peer } : actorOf(context, rpc);
+  return actorOfPrincipal(p.kind === 'installer' && !p.machineId && machineId ? { ...p, machineId } : p, rpc, context.peer);
 }
