@@ -41,17 +41,16 @@ function statusName(err: unknown, signal: AbortSignal): string {
   return signal.aborted ? 'CANCELLED' : 'UNKNOWN';
 }
 
+/** Starts timing one call; the returned function records how it ended (a status name). */
+export type CallMeter = (path: string, requestStream: boolean, responseStream: boolean) => (code: string) => void;
+
 /**
- * Server middleware counting finished calls and timing them by service, method, type and status
- * code, and gauging open streams by method. Placed outermost, it sees the status the client gets
- * (domain errors already mapped, denials included). Without a registry it only passes calls on.
+ * Counts finished calls and times them by service, method, type and status code, and gauges
+ * open streams by method. Used by the server middleware and by methods served without it.
+ * Without a registry it records nothing.
  */
-export function rpcMetricsMiddleware(registry: MetricsRegistry | undefined) {
-  if (!registry) {
-    return async function* passThrough<Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
-      return yield* call.next(call.request, context);
-    };
-  }
+export function rpcMeter(registry: MetricsRegistry | undefined): CallMeter {
+  if (!registry) return () => () => undefined;
   const labelNames = ['grpc_service', 'grpc_method', 'grpc_type', 'grpc_code'] as const;
   const handled = new Counter({
     name: 'ultracloud_grpc_server_handled_total',
@@ -72,12 +71,28 @@ export function rpcMetricsMiddleware(registry: MetricsRegistry | undefined) {
     labelNames: ['grpc_service', 'grpc_method'] as const,
     registers: [registry],
   });
-  return async function* measure<Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
-    const [service, method] = splitMethodPath(call.method.path);
-    const type = rpcType(call.method.requestStream, call.method.responseStream);
+  return (path, requestStream, responseStream) => {
+    const [service, method] = splitMethodPath(path);
+    const type = rpcType(requestStream, responseStream);
     const streaming = type !== 'unary';
     const started = process.hrtime.bigint();
     if (streaming) openStreams.inc({ grpc_service: service, grpc_method: method });
+    return (code) => {
+      if (streaming) openStreams.dec({ grpc_service: service, grpc_method: method });
+      const labels = { grpc_service: service, grpc_method: method, grpc_type: type, grpc_code: code };
+      handled.inc(labels);
+      handling.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+    };
+  };
+}
+
+/**
+ * Server middleware recording every call on `meter`. Placed outermost, it sees the status the
+ * client gets (domain errors already mapped, denials included).
+ */
+export function rpcMetricsMiddleware(meter: CallMeter) {
+  return async function* measure<Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
+    const finish = meter(call.method.path, call.method.requestStream, call.method.responseStream);
     let code = 'OK';
     try {
       return yield* call.next(call.request, context);
@@ -87,10 +102,7 @@ export function rpcMetricsMiddleware(registry: MetricsRegistry | undefined) {
     } finally {
       // A stream the client cancelled ends here through return(), not an error.
       if (code === 'OK' && context.signal.aborted) code = 'CANCELLED';
-      if (streaming) openStreams.dec({ grpc_service: service, grpc_method: method });
-      const labels = { grpc_service: service, grpc_method: method, grpc_type: type, grpc_code: code };
-      handled.inc(labels);
-      handling.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+      finish(code);
     }
   };
 }

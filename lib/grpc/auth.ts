@@ -206,7 +206,21 @@ function denialCode(err: unknown): DenialCode | undefined {
   return undefined;
 }
 
-export function authMiddleware(options: AuthMiddlewareOptions) {
+/** The principal of a call about to run, or the denial, reported once through `onDenied`. */
+export interface CallAuthorizer {
+  /** Resolves the caller and checks the method's rule; throws UNAUTHENTICATED or PERMISSION_DENIED (reported). */
+  authorize(request: AuthRequest, certificate: VerifiedClientCertificate | undefined): Promise<Principal>;
+  /**
+   * What a handler threw, seen by the authorizer: a denial decided further in (a valid session
+   * secret used for another machine, an agent stream naming another node) is reported like any
+   * other. A claimed token the handler found invalid is a refused credential (no principal).
+   */
+  handlerFailed(request: AuthRequest, principal: Principal, err: unknown): void;
+  /** The method's agent rule when the principal is an agent it restricts to its own node. */
+  agentRule(method: string, principal: Principal): AgentRule | undefined;
+}
+
+export function callAuthorizer(options: AuthMiddlewareOptions): CallAuthorizer {
   const report = (denial: AccessDenial) => {
     try {
       const pending = options.onDenied?.(denial);
@@ -215,28 +229,63 @@ export function authMiddleware(options: AuthMiddlewareOptions) {
       // The denial is still returned to the caller; reporting is best effort by contract.
     }
   };
+  return {
+    async authorize(request, certificate) {
+      const { method } = request;
+      const rule = options.policy[method];
+      let principal: Principal | undefined;
+      try {
+        principal = rule?.public ? { kind: 'anonymous' } : await resolvePrincipal(options, request, certificate);
+        if (!rule) throw new PermissionDeniedError(`${method} is not in the access policy`);
+        if (!isAllowed(rule, principal)) {
+          throw principal.kind === 'anonymous'
+            ? new UnauthenticatedError('a credential is required (authorization: Bearer <token>, or a client certificate)')
+            : new PermissionDeniedError(`${describePrincipal(principal)} may not call ${method}`);
+        }
+        return principal;
+      } catch (err) {
+        const code = denialCode(err);
+        // Anything else (a database outage while looking a token up) is a failure, not a denial.
+        if (code) report({ method, peer: request.peer, principal, code, reason: (err as Error).message });
+        throw err;
+      }
+    },
+    handlerFailed(request, principal, err) {
+      const code = denialCode(err);
+      if (!code) return;
+      const claimRefused = code === 'UNAUTHENTICATED' && principal.kind === 'installer' && principal.claim !== undefined;
+      report({ method: request.method, peer: request.peer, principal: claimRefused ? undefined : principal, code, reason: err instanceof ServerError ? err.details : (err as Error).message });
+    },
+    agentRule(method, principal) {
+      const rule = options.policy[method];
+      return rule && !rule.public && principal.kind === 'agent' && typeof rule.agent === 'object' && rule.agent.nodeIdOf ? rule.agent : undefined;
+    },
+  };
+}
+
+/** Checks, for an agent restricted to its own node, that a message naming a node names its own. */
+export function checkAgentMessage(rule: AgentRule | undefined, principal: Principal, method: string, message: unknown): void {
+  if (!rule?.nodeIdOf || principal.kind !== 'agent') return;
+  const named = rule.nodeIdOf(message);
+  if (named !== undefined && named !== principal.nodeId) throw nodeMismatch(principal, named, method);
+}
+
+export function authMiddleware(options: AuthMiddlewareOptions) {
+  const authorizer = callAuthorizer(options);
   return async function* authorize<Request, Response>(
     call: ServerMiddlewareCall<Request, Response, AuthContext>,
     context: CallContext,
   ): AsyncGenerator<Response, Response | void, undefined> {
     const method = call.method.path;
-    const rule = options.policy[method];
     const request: AuthRequest = {
       method,
       bearer: bearerFrom(context.metadata.get('authorization')),
       peer: context.peer,
     };
-    let principal: Principal | undefined;
+    const principal = await authorizer.authorize(request, clientCertificateFrom(context.metadata));
     let forwarded = call.request;
+    const agentRule = authorizer.agentRule(method, principal);
     try {
-      principal = rule?.public ? { kind: 'anonymous' } : await resolvePrincipal(options, request, clientCertificateFrom(context.metadata));
-      if (!rule) throw new PermissionDeniedError(`${method} is not in the access policy`);
-      if (!isAllowed(rule, principal)) {
-        throw principal.kind === 'anonymous'
-          ? new UnauthenticatedError('a credential is required (authorization: Bearer <token>, or a client certificate)')
-          : new PermissionDeniedError(`${describePrincipal(principal)} may not call ${method}`);
-      }
-      const agentRule = !rule.public && principal.kind === 'agent' && typeof rule.agent === 'object' ? rule.agent : undefined;
       if (agentRule?.nodeIdOf && principal.kind === 'agent') {
         if (call.requestStream) {
           forwarded = sameNodeStream(call.request as AsyncIterable<unknown>, principal, agentRule, method) as Request;
@@ -245,21 +294,9 @@ export function authMiddleware(options: AuthMiddlewareOptions) {
           if (!named || named !== principal.nodeId) throw nodeMismatch(principal, named, method);
         }
       }
-    } catch (err) {
-      const code = denialCode(err);
-      // Anything else (a database outage while looking a token up) is a failure, not a denial.
-      if (code) report({ method, peer: context.peer, principal, code, reason: (err as Error).message });
-      throw err;
-    }
-    try {
       return yield* call.next(forwarded, { ...context, principal });
     } catch (err) {
-      // Handlers refuse too: a valid session secret used for another machine, or an agent stream
-      // naming another node. Those are denials like any other. A claimed token the handler
-      // found invalid is a refused credential (no principal), as if refused above.
-      const code = denialCode(err);
-      const claimRefused = code === 'UNAUTHENTICATED' && principal.kind === 'installer' && principal.claim !== undefined;
-      if (code) report({ method, peer: context.peer, principal: claimRefused ? undefined : principal, code, reason: err instanceof ServerError ? err.details : (err as Error).message });
+      authorizer.handlerFailed(request, principal, err);
       throw err;
     }
   };

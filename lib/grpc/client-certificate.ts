@@ -26,7 +26,8 @@ export interface VerifiedClientCertificate {
   readonly fingerprint256: string;
 }
 
-function verifiedCertificate(call: ServerInterceptingCallInterface): VerifiedClientCertificate | undefined {
+/** The connection's client certificate, if it verified against the server's CA and names one CN. */
+export function verifiedCertificate(call: Pick<ServerInterceptingCallInterface, 'getAuthContext'>): VerifiedClientCertificate | undefined {
   const peer = call.getAuthContext().sslPeerCertificate;
   const cn = peer?.subject?.CN;
   // A certificate may carry several CNs (Node gives an array then); it names no single node.
@@ -44,17 +45,24 @@ function stamp(metadata: GrpcMetadata, certificate: VerifiedClientCertificate | 
   return metadata;
 }
 
-/** grpc-js server interceptor; `lib/grpc/server.ts` installs it on every server. */
-export const clientCertificateInterceptor: ServerInterceptor = (_method, call) =>
-  new ServerInterceptingCall(call, {
-    start(next) {
-      next({
-        onReceiveMetadata(metadata, forward) {
-          forward(stamp(metadata, verifiedCertificate(call)));
-        },
-      });
-    },
-  });
+/**
+ * grpc-js server interceptor; `lib/grpc/server.ts` installs it on every server. Methods served
+ * directly (direct-stream.ts) read the certificate from the call themselves and are passed by.
+ */
+export function clientCertificateInterceptor(directPaths: ReadonlySet<string> = new Set()): ServerInterceptor {
+  return (method, call) =>
+    directPaths.has(method.path)
+      ? (call as ServerInterceptingCall)
+      : new ServerInterceptingCall(call, {
+          start(next) {
+            next({
+              onReceiveMetadata(metadata, forward) {
+                forward(stamp(metadata, verifiedCertificate(call)));
+              },
+            });
+          },
+        });
+}
 
 /** The certificate the interceptor vouched for, from nice-grpc's call metadata. */
 export function clientCertificateFrom(metadata: { get(key: string): unknown }): VerifiedClientCertificate | undefined {

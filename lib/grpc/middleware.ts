@@ -19,29 +19,39 @@ export function requestLoggingMiddleware(logger: Logger) {
     call: ServerMiddlewareCall<Request, Response, LogContext>,
     context: CallContext,
   ): AsyncGenerator<Response, Response | void, undefined> {
-    const rpc = call.method.path;
-    const log = logger.child({ rpc });
+    const log = logger.child({ rpc: call.method.path });
     const started = process.hrtime.bigint();
-    const elapsedMs = () => Number(process.hrtime.bigint() - started) / 1e6;
     try {
       const result = yield* call.next(call.request, { ...context, log });
-      log.debug({ event: 'rpc.finished', code: 'OK', duration_ms: elapsedMs(), peer: context.peer });
+      logCallEnd(log, undefined, started, context.peer);
       return result;
     } catch (err) {
-      const mapped = toServerError(err);
-      if (!mapped) {
-        log.debug({ event: 'rpc.cancelled', duration_ms: elapsedMs(), peer: context.peer });
-        throw err;
-      }
-      const code = Status[mapped.error.code];
-      if (mapped.unexpected) {
-        log.error({ event: 'rpc.failed', code, duration_ms: elapsedMs(), peer: context.peer, err });
-      } else {
-        log.info({ event: 'rpc.rejected', code, message: mapped.error.details, duration_ms: elapsedMs(), peer: context.peer });
-      }
-      throw mapped.error;
+      const mapped = logCallEnd(log, err, started, context.peer);
+      throw mapped ?? err;
     }
   };
+}
+
+/**
+ * Logs how a call ended (`started`: process.hrtime.bigint() at its start) and returns the error
+ * the client gets for `err`: domain errors mapped to their status, anything unexpected logged
+ * with its stack and turned into INTERNAL; undefined for a cancellation (nothing to send).
+ */
+export function logCallEnd(log: Logger, err: unknown, started: bigint, peer: string): ServerError | undefined {
+  const duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
+  if (err === undefined) {
+    log.debug({ event: 'rpc.finished', code: 'OK', duration_ms, peer });
+    return undefined;
+  }
+  const mapped = toServerError(err);
+  if (!mapped) {
+    log.debug({ event: 'rpc.cancelled', duration_ms, peer });
+    return undefined;
+  }
+  const code = Status[mapped.error.code];
+  if (mapped.unexpected) log.error({ event: 'rpc.failed', code, duration_ms, peer, err });
+  else log.info({ event: 'rpc.rejected', code, message: mapped.error.details, duration_ms, peer });
+  return mapped.error;
 }
 
 /**

@@ -1,18 +1,23 @@
 // The server every UltraCloud daemon runs: its services plus grpc.health.v1 and server
 // reflection (from the buf image, so `buf curl` and grpcurl see types and comments), the shared
 // middleware (request logging and status mapping, auth, stream termination), and a graceful stop.
+// Services are nice-grpc implementations; a bidi method held open by thousands of agents may be
+// served directly on grpc-js instead (direct-stream.ts), under the same policy, log and metrics.
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
-import type { ServerCredentials } from '@grpc/grpc-js';
-import { createServer, type ServiceImplementation } from 'nice-grpc';
+import { Server, ServerCredentials, type UntypedHandleCall } from '@grpc/grpc-js';
+import type { ServiceImplementation } from 'nice-grpc';
+import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import type { CompatServiceDefinition } from 'nice-grpc/lib/service-definitions/index.js';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { formatHostPort, type HostPort } from '../config/settings.js';
 import type { Logger } from '../log.js';
-import { type MetricsRegistry, rpcMetricsMiddleware } from '../metrics.js';
-import { type AccessPolicy, type AuthContext, authMiddleware, type Authenticator, describePrincipal } from './auth.js';
+import { type MetricsRegistry, rpcMeter, rpcMetricsMiddleware } from '../metrics.js';
+import { type AccessPolicy, type AuthContext, authMiddleware, type Authenticator, callAuthorizer, describePrincipal } from './auth.js';
 import { clientCertificateInterceptor } from './client-certificate.js';
+import { type DirectBidiHandler, directBidiHandler } from './direct-stream.js';
+import { grpcJsService, niceGrpcHandler } from './nice-grpc-handlers.js';
 import { type LogContext, requestLoggingMiddleware, streamTerminationMiddleware } from './middleware.js';
 import { REFLECTION_IMAGE_PATH, serviceFullName } from './image.js';
 import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
@@ -24,6 +29,8 @@ export type HandlerContext = AuthContext & LogContext;
 export interface ServiceBinding {
   readonly definition: CompatServiceDefinition;
   readonly implementation: unknown;
+  /** Bidi methods (by name) served directly on grpc-js rather than through nice-grpc. */
+  readonly direct?: Readonly<Record<string, DirectBidiHandler<never, never>>>;
 }
 
 export function bindService<S extends CompatServiceDefinition>(
@@ -31,6 +38,19 @@ export function bindService<S extends CompatServiceDefinition>(
   implementation: ServiceImplementation<S, HandlerContext>,
 ): ServiceBinding {
   return { definition, implementation };
+}
+
+type MessageOf<T> = T extends { decode(...args: never[]): infer M } ? M : never;
+type DirectHandlers<S> = S extends { methods: infer M }
+  ? { [K in keyof M]: M[K] extends { requestType: infer Q; responseType: infer R } ? DirectBidiHandler<MessageOf<Q>, MessageOf<R>> : never }
+  : never;
+
+/** A service whose every method is a bidi stream served directly on grpc-js (direct-stream.ts). */
+export function bindDirectService<S extends CompatServiceDefinition & { methods: Record<string, { requestStream: true; responseStream: true }> }>(
+  definition: S,
+  handlers: DirectHandlers<S>,
+): ServiceBinding {
+  return { definition, implementation: {}, direct: handlers as Record<string, DirectBidiHandler<never, never>> };
 }
 
 /** Health and reflection are open to anyone: probes and `buf curl --list-services` need no token. */
@@ -76,39 +96,59 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const health = HealthState();
   const policy: AccessPolicy = { ...PUBLIC_INFRASTRUCTURE_RPCS, ...options.policy };
 
+  const denied: NonNullable<GrpcServerOptions['onDenied']> = async (denial) => {
+    log.warn({
+      event: 'access.denied',
+      rpc: denial.method,
+      peer: denial.peer,
+      principal: denial.principal ? describePrincipal(denial.principal) : undefined,
+      code: denial.code,
+      reason: denial.reason,
+    });
+    await options.onDenied?.(denial);
+  };
+  const meter = rpcMeter(options.metrics);
+  const auth = { policy, authenticators: options.authenticators ?? [], onDenied: denied };
+  const shared = composeServerMiddleware(composeServerMiddleware(requestLoggingMiddleware(options.logger), streamTerminationMiddleware(stopController.signal)), authMiddleware(auth));
+  // Metrics outermost, so they see the status the client gets.
+  const middleware = (options.metrics ? composeServerMiddleware(rpcMetricsMiddleware(meter), shared) : shared) as ServerMiddleware;
+  const direct = { authorizer: callAuthorizer(auth), meter, logger: options.logger, stopping: stopController.signal };
+
   // The interceptor hands the verified client certificate to the auth middleware (agents' mTLS).
-  const server = createServer({ ...SERVER_KEEPALIVE_OPTIONS, interceptors: [clientCertificateInterceptor] })
-    .use(rpcMetricsMiddleware(options.metrics))
-    .use(requestLoggingMiddleware(options.logger))
-    .use(streamTerminationMiddleware(stopController.signal))
-    .use(
-      authMiddleware({
-        policy,
-        authenticators: options.authenticators ?? [],
-        onDenied: async (denial) => {
-          log.warn({
-            event: 'access.denied',
-            rpc: denial.method,
-            peer: denial.peer,
-            principal: denial.principal ? describePrincipal(denial.principal) : undefined,
-            code: denial.code,
-            reason: denial.reason,
-          });
-          await options.onDenied?.(denial);
-        },
-      }),
-    );
+  const directPaths = new Set<string>();
+  for (const binding of options.services) {
+    const { methods } = grpcJsService(binding.definition);
+    for (const name of Object.keys(binding.direct ?? {})) if (methods[name]) directPaths.add(methods[name].path);
+  }
+  const server = new Server({ ...SERVER_KEEPALIVE_OPTIONS, interceptors: [clientCertificateInterceptor(directPaths)] });
+  const add = (definition: CompatServiceDefinition, implementation: unknown, directMethods: ServiceBinding['direct']) => {
+    const { methods, grpcJs } = grpcJsService(definition);
+    const handlers: Record<string, UntypedHandleCall> = {};
+    for (const [name, method] of Object.entries(methods)) {
+      const own = directMethods?.[name];
+      if (own) {
+        if (!method.requestStream || !method.responseStream) throw new Error(`${method.path}: only bidi methods can be served directly`);
+        handlers[name] = directBidiHandler(method.path, true, own, direct) as UntypedHandleCall;
+        continue;
+      }
+      const impl = (implementation as Record<string, ((request: unknown, context: unknown) => unknown) | undefined>)[name];
+      if (!impl) throw new Error(`${method.path}: no implementation`);
+      handlers[name] = niceGrpcHandler(method, impl.bind(implementation), middleware);
+    }
+    server.addService(grpcJs, handlers);
+  };
 
   const names: string[] = [];
   for (const binding of options.services) {
-    server.add(binding.definition, binding.implementation as ServiceImplementation<CompatServiceDefinition, HandlerContext>);
+    add(binding.definition, binding.implementation, binding.direct);
     names.push(serviceFullName(binding.definition));
   }
-  server.add(HealthDefinition, HealthServiceImpl(health));
+  add(HealthDefinition, HealthServiceImpl(health), undefined);
   const image = options.reflectionImage ?? readFileSync(REFLECTION_IMAGE_PATH);
-  server.add(ServerReflectionService, ServerReflection(Buffer.from(image), [...names, 'grpc.health.v1.Health']));
+  add(ServerReflectionService, ServerReflection(Buffer.from(image), [...names, 'grpc.health.v1.Health']), undefined);
 
-  const port = await server.listen(formatHostPort(options.listen), options.credentials);
+  const credentials = options.credentials ?? ServerCredentials.createInsecure();
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(formatHostPort(options.listen), credentials, (err, p) => (err ? reject(err) : resolve(p))));
   const address = formatHostPort({ host: options.listen.host, port });
   for (const name of names) health.setStatus('healthy', name);
   log.info({ event: 'server.listening', address, services: names });
@@ -125,7 +165,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
       const timedOut = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), grace);
       });
-      const outcome = await Promise.race([server.shutdown().then(() => 'done' as const), timedOut]);
+      const shutdown = new Promise<'done'>((resolve) => server.tryShutdown(() => resolve('done')));
+      const outcome = await Promise.race([shutdown, timedOut]);
       clearTimeout(timer);
       if (outcome === 'timeout') {
         log.warn({ event: 'server.force_stop', grace_ms: grace });

@@ -15,10 +15,9 @@ import {
   MachineCommandPhase,
   RebootRequest,
 } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
-import { AsyncQueue } from '../../lib/async-queue.js';
 import type { DatabaseNotifications } from '../../lib/db/notifications.js';
 import { FailedPreconditionError, type FieldViolation, InvalidArgumentError, PermissionDeniedError, UnavailableError } from '../../lib/errors.js';
-import type { HandlerContext } from '../../lib/grpc/server.js';
+import type { DirectCall } from '../../lib/grpc/direct-stream.js';
 import type { Logger } from '../../lib/log.js';
 import { durationOfMs } from './domain/deployment-spec.js';
 import { machineCommandFor, wantsMachineCommand } from './domain/machine-commands.js';
@@ -34,8 +33,8 @@ interface AgentSession {
   readonly nodeId: string;
   readonly streamId: string;
   readonly bootId: string;
-  /** The stream's messages to the agent, in order; the handler yields them. */
-  readonly outbox: AsyncQueue<ConnectResponse>;
+  /** The stream: messages to the agent are written to it in order. */
+  readonly call: DirectCall<ConnectRequest, ConnectResponse>;
   /** `deployment/revision` of the desired system sent on this stream. */
   sentDesired: string | undefined;
   /** Deadline (ms) of the reboot grant sent on this stream. */
@@ -134,7 +133,7 @@ export class AgentStreams {
   async stop(): Promise<void> {
     for (const u of this.unlisten) u();
     clearInterval(this.flushTimer);
-    for (const s of this.sessions.values()) s.outbox.end(new ServerError(Status.UNAVAILABLE, 'the host-controller is shutting down; reconnect'));
+    for (const s of this.sessions.values()) s.call.end(new ServerError(Status.UNAVAILABLE, 'the host-controller is shutting down; reconnect'));
     await this.flushBeats();
     await disconnectReplica(this.options.db, this.options.replica, new Date()).catch(() => undefined);
   }
@@ -186,7 +185,7 @@ export class AgentStreams {
     const key = `${d.deployment}/${d.revision}`;
     let sent = false;
     if (session.sentDesired !== key) {
-      session.outbox.push({ payload: { $case: 'desiredSystem', value: d } });
+      session.call.write({ payload: { $case: 'desiredSystem', value: d } });
       session.sentDesired = key;
       session.sentGrant = undefined;
       sent = true;
@@ -195,7 +194,7 @@ export class AgentStreams {
     const deadline = stored.rebootGrantDeadline?.getTime();
     const sameBoot = stored.rebootGrantBootId === '' || stored.rebootGrantBootId === session.bootId;
     if (deadline !== undefined && deadline > Date.now() && sameBoot && session.sentGrant !== deadline) {
-      session.outbox.push({ payload: { $case: 'rebootGrant', value: { deployment: d.deployment, revision: d.revision, deadline: new Date(deadline) } } });
+      session.call.write({ payload: { $case: 'rebootGrant', value: { deployment: d.deployment, revision: d.revision, deadline: new Date(deadline) } } });
       session.sentGrant = deadline;
       sent = true;
       this.log.info({ event: 'reboot_grant.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
@@ -216,7 +215,7 @@ export class AgentStreams {
           continue;
         }
         this.sessions.delete(session.nodeId);
-        session.outbox.end(new FailedPreconditionError(`node ${session.nodeId} no longer has an assignment in the deployer`));
+        session.call.end(new FailedPreconditionError(`node ${session.nodeId} no longer has an assignment in the deployer`));
       }
     });
   }
@@ -239,7 +238,7 @@ export class AgentStreams {
       this.recordCommandEvent(node.nodeId, 'machine.command_unavailable', `${kind} requested in the deployer, but this host-controller has no installer image to boot (--installer-image); boot the installer by hand`);
       return;
     }
-    session.outbox.push({ payload: { $case: 'machineCommand', value: command } });
+    session.call.write({ payload: { $case: 'machineCommand', value: command } });
     this.log.info({ event: 'machine_command.sent', node_id: node.nodeId, machine_id: node.machineId, command_id: command.commandId, kind });
     this.recordCommandEvent(node.nodeId, 'machine.command_sent', `${kind}: command ${command.commandId}`);
   }
@@ -259,7 +258,7 @@ export class AgentStreams {
 
   private supersede(session: AgentSession): void {
     if (this.sessions.get(session.nodeId) === session) this.sessions.delete(session.nodeId);
-    session.outbox.end(new ServerError(Status.ABORTED, `a newer stream of node ${session.nodeId} replaced this one`));
+    session.call.end(new ServerError(Status.ABORTED, `a newer stream of node ${session.nodeId} replaced this one`));
   }
 
   private notifyLeader(): void {
@@ -269,7 +268,7 @@ export class AgentStreams {
 
   private ack(session: AgentSession, sequence: bigint, hello = false): void {
     if (sequence === 0n && !hello) return;
-    session.outbox.push({
+    session.call.write({
       payload: {
         $case: 'ack',
         value: { sequence, ...(hello ? { heartbeatInterval: durationOfMs(this.options.heartbeatIntervalMs) } : {}), serverTime: new Date() },
@@ -277,16 +276,16 @@ export class AgentStreams {
     });
   }
 
-  async *connect(requests: AsyncIterable<ConnectRequest>, context: HandlerContext & { signal: AbortSignal; peer: string }): AsyncGenerator<ConnectResponse> {
-    const messages = requests[Symbol.asyncIterator]();
-    const first = await messages.next();
-    if (first.done) return;
-    const payload = first.value.payload;
+  /** One agent's stream, from its hello until either side ends it. */
+  async connect(call: DirectCall<ConnectRequest, ConnectResponse>): Promise<void> {
+    const first = await call.read();
+    if (first === undefined) return;
+    const payload = first.payload;
     if (payload?.$case !== 'hello') throw new InvalidArgumentError({ field: 'payload', description: 'the first message of a stream must be a hello' });
     const hello = payload.value;
     const problems = helloViolations(hello);
     if (problems.length > 0) throw new InvalidArgumentError(problems);
-    const principal = context.principal;
+    const principal = call.principal;
     if (principal.kind !== 'agent' || principal.nodeId !== hello.nodeId) throw new PermissionDeniedError(`only node ${hello.nodeId}'s certificate may open its stream`);
     if (!this.options.inventory.ready) throw new UnavailableError('the host-controller has not loaded the machine inventory from the deployer yet; reconnect shortly');
     if (!this.options.inventory.byNode(hello.nodeId)) throw new FailedPreconditionError(`node ${hello.nodeId} has no assignment in the deployer`);
@@ -296,53 +295,46 @@ export class AgentStreams {
       nodeId: hello.nodeId,
       streamId: randomUUID(),
       bootId: hello.bootId,
-      outbox: new AsyncQueue<ConnectResponse>(),
+      call,
       sentDesired: undefined,
       sentGrant: undefined,
       healthy: HEALTHY_STATES.has(hello.systemState) && !activating,
       activating,
       sentCommand: undefined,
     };
-    const log = context.log.child({ node_id: hello.nodeId });
+    const log = call.log;
     const previous = this.sessions.get(hello.nodeId);
     this.sessions.set(hello.nodeId, session);
     if (previous) this.supersede(previous);
-    const onAbort = () => session.outbox.end();
-    context.signal.addEventListener('abort', onAbort);
     try {
-      await recordHello(this.options.db, hello, { streamId: session.streamId, replica: this.options.replica, peer: context.peer }, session.healthy, new Date());
-      log.info({ event: 'agent.connected', boot_id: hello.bootId, current_system: hello.currentSystemPath, healthy: session.healthy, peer: context.peer });
+      await recordHello(this.options.db, hello, { streamId: session.streamId, replica: this.options.replica, peer: call.peer }, session.healthy, new Date());
+      log.info({ event: 'agent.connected', node_id: hello.nodeId, boot_id: hello.bootId, current_system: hello.currentSystemPath, healthy: session.healthy, peer: call.peer });
       this.options.observer?.message('hello');
       void this.options.notifications?.notify(WAKEUP_CHANNELS.streams, wakeupPayload(this.options.replica, hello.nodeId));
       this.notifyLeader();
-      this.ack(session, first.value.sequence, true);
+      this.ack(session, first.sequence, true);
       const desired = await desiredSystemsOf(this.options.db, [hello.nodeId]);
       const current = desired.get(hello.nodeId);
       if (current) this.send(session, current);
       const node = this.options.inventory.byNode(hello.nodeId);
       if (node) this.relayMachineCommand(session, node);
-      void this.read(messages, session, log).then(
-        () => session.outbox.end(),
-        (err: unknown) => session.outbox.end(context.signal.aborted ? undefined : err),
-      );
-      yield* session.outbox;
+      await this.read(session, log);
     } finally {
-      context.signal.removeEventListener('abort', onAbort);
       if (this.sessions.get(hello.nodeId) === session) this.sessions.delete(hello.nodeId);
       this.beats.delete(hello.nodeId);
-      messages.return?.()?.catch(() => undefined);
-      await recordDisconnect(this.options.db, hello.nodeId, session.streamId, new Date()).catch((err: unknown) => log.warn({ event: 'agent.disconnect_record_failed', err }));
-      log.info({ event: 'agent.disconnected' });
+      await recordDisconnect(this.options.db, hello.nodeId, session.streamId, new Date()).catch((err: unknown) => log.warn({ event: 'agent.disconnect_record_failed', node_id: hello.nodeId, err }));
+      log.info({ event: 'agent.disconnected', node_id: hello.nodeId });
       this.notifyLeader();
     }
   }
 
-  /** Reads the agent's messages after the hello: persist, then acknowledge. */
-  private async read(messages: AsyncIterator<ConnectRequest>, session: AgentSession, log: Logger): Promise<void> {
+  /** Reads the agent's messages after the hello (persist, then acknowledge) until the stream ends. */
+  private async read(session: AgentSession, log: Logger): Promise<void> {
     const db = this.options.db;
-    for (let next = await messages.next(); !next.done; next = await messages.next()) {
+    const node_id = session.nodeId;
+    for (let next = await session.call.read(); next !== undefined; next = await session.call.read()) {
       if (this.sessions.get(session.nodeId) !== session) return;
-      const { sequence, payload } = next.value;
+      const { sequence, payload } = next;
       const now = new Date();
       switch (payload?.$case) {
         case undefined:
@@ -359,7 +351,7 @@ export class AgentStreams {
             await recordReport(trx, session.nodeId, session.streamId, report, now);
           });
           session.activating = !TERMINAL_ACTIVATION.has(report.phase);
-          log.info({ event: 'activation.report', deployment: report.deployment, revision: String(report.revision), phase: ActivationPhase[report.phase], message: report.message });
+          log.info({ event: 'activation.report', node_id, deployment: report.deployment, revision: String(report.revision), phase: ActivationPhase[report.phase], message: report.message });
           this.ack(session, sequence);
           this.notifyLeader();
           break;
@@ -368,7 +360,7 @@ export class AgentStreams {
           const problems = activationFieldViolations('reboot_request', payload.value);
           if (problems.length > 0) throw new InvalidArgumentError(problems);
           await enqueue(db, session.nodeId, 'reboot_request', RebootRequest.toJSON(payload.value) as Record<string, unknown>, now);
-          log.info({ event: 'reboot.requested', deployment: payload.value.deployment, revision: String(payload.value.revision) });
+          log.info({ event: 'reboot.requested', node_id, deployment: payload.value.deployment, revision: String(payload.value.revision) });
           this.ack(session, sequence);
           this.notifyLeader();
           break;
@@ -389,7 +381,7 @@ export class AgentStreams {
           if (report.commandId === '') throw new InvalidArgumentError({ field: 'machine_command_report.command_id', description: 'required' });
           const phase = (MachineCommandPhase[report.phase] ?? 'MACHINE_COMMAND_PHASE_UNSPECIFIED').replace(/^MACHINE_COMMAND_PHASE_/, '');
           await appendEvents(db, [{ at: now, deployment: '', revision: 0n, nodeId: session.nodeId, kind: 'machine.command_report', fromPhase: '', toPhase: phase, message: `${report.commandId}${report.message ? `: ${report.message}` : ''}`, replica: this.options.replica }]);
-          log.info({ event: 'machine_command.report', command_id: report.commandId, phase, message: report.message });
+          log.info({ event: 'machine_command.report', node_id, command_id: report.commandId, phase, message: report.message });
           this.ack(session, sequence);
           break;
         }

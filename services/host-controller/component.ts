@@ -186,7 +186,7 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
       // controller asks the deployer about them.
       const tokens = options.sameProcessDeployer ? undefined : new DeployerTokenVerifier({ endpoint, ttlMs: config.tokenCacheTtlMs, refusedTtlMs: Math.min(2_000, config.tokenCacheTtlMs) });
       return {
-        services: [bindService(HostDeploymentServiceDefinition, hostDeploymentService(rollouts)), bindService(HostAgentServiceDefinition, hostAgentService(agentStreams))],
+        services: [bindService(HostDeploymentServiceDefinition, hostDeploymentService(rollouts)), hostAgentService(HostAgentServiceDefinition, agentStreams)],
         policy: HOST_CONTROLLER_POLICY,
         ...(tokens ? { authenticators: [tokens] } : {}),
         onDenied: (denial) => denials.record(denial),

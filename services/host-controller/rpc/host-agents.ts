@@ -1,11 +1,10 @@
-// HostAgentService.Connect: the stream itself is the AgentStreams of this replica.
-import type { ServiceImplementation } from 'nice-grpc';
+// HostAgentService.Connect: the stream itself is the AgentStreams of this replica. Every node
+// holds one for as long as its agent runs, so it is served directly on grpc-js (see
+// lib/grpc/direct-stream.ts), under the same access policy, log and metrics as every RPC.
 import type { HostAgentServiceDefinition } from '../../../gen/ts/ultracloud/host/v1/host_agent_service.js';
-import type { HandlerContext } from '../../../lib/grpc/server.js';
+import { bindDirectService, type ServiceBinding } from '../../../lib/grpc/server.js';
 import type { AgentStreams } from '../agent-streams.js';
 
-export function hostAgentService(streams: AgentStreams): ServiceImplementation<typeof HostAgentServiceDefinition, HandlerContext> {
-  return {
-    connect: (requests, context) => streams.connect(requests, context),
-  };
+export function hostAgentService(definition: typeof HostAgentServiceDefinition, streams: AgentStreams): ServiceBinding {
+  return bindDirectService(definition, { connect: (call) => streams.connect(call) });
 }
