@@ -1,8 +1,10 @@
 // Agents authenticate by mTLS: a server from startGrpcServer, serving TLS that asks for (but does
 // not require) client certificates, admits a caller as `agent:<CN>` only when its certificate
 // chains to the server's CA, and a rule can hold an agent to the node its request names — the
-// shape of HostAgentService.Connect ("hello.node_id must equal the certificate CN"). Real TLS
-// sockets, certificates from lib/pki.
+// shape of HostAgentService.Connect ("hello.node_id must equal the certificate CN"). The stream
+// cases run twice: against a nice-grpc implementation and against the same method served
+// directly on grpc-js (lib/grpc/direct-stream.ts), which must behave alike. Real TLS sockets,
+// certificates from lib/pki.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +17,7 @@ import { UnauthenticatedError } from '../../lib/errors.js';
 import { type AccessDenial, type AccessPolicy, type Authenticator, describePrincipal, sameNode } from '../../lib/grpc/auth.js';
 import { CLIENT_CERTIFICATE_CN_KEY } from '../../lib/grpc/client-certificate.js';
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
-import { bindService, type HandlerContext, type RunningServer, startGrpcServer } from '../../lib/grpc/server.js';
+import { bindDirectService, bindService, type HandlerContext, type RunningServer, startGrpcServer } from '../../lib/grpc/server.js';
 import { ServerTlsCredentials } from '../../lib/grpc/server-tls.js';
 import { createLogger } from '../../lib/log.js';
 import { createClusterCa, issueControlPlaneCertificate, issueNodeCredentials } from '../../lib/pki/index.js';
@@ -39,8 +41,12 @@ const policy: AccessPolicy = {
   [LIST_NODES]: { operator: 'viewer', agent: true },
 };
 
+type Served = 'nice-grpc' | 'direct';
+
 interface Fixture {
   server: RunningServer;
+  /** The same, with Connect served directly on grpc-js. */
+  direct: RunningServer;
   dir: string;
   files: Record<'ca' | 'node' | 'nodeKey' | 'other' | 'otherKey' | 'foreign' | 'foreignKey', string>;
   denials: AccessDenial[];
@@ -91,10 +97,19 @@ test.before(async () => {
       },
     },
   );
-  const server = await startGrpcServer({
+  const common = {
     logger: createLogger({ level: 'info', destination }),
     listen: { host: '127.0.0.1', port: 0 },
     credentials: new ServerTlsCredentials(serverCert, ca.certificatePem),
+    policy,
+    authenticators: [operatorAuthenticator],
+    onDenied: (d: AccessDenial) => {
+      denials.push(d);
+    },
+  };
+  const scheduling = bindService(SchedulerServiceDefinition, scheduler as never);
+  const server = await startGrpcServer({
+    ...common,
     services: [
       bindService(HostAgentServiceDefinition, {
         async *connect(requests: AsyncIterable<ConnectRequest>, context: HandlerContext): AsyncGenerator<ConnectResponse> {
@@ -102,27 +117,35 @@ test.before(async () => {
           for await (const r of requests) yield { payload: { $case: 'ack', value: { sequence: r.sequence } } };
         },
       }),
-      bindService(SchedulerServiceDefinition, scheduler as never),
+      scheduling,
     ],
-    policy,
-    authenticators: [operatorAuthenticator],
-    onDenied: (d) => {
-      denials.push(d);
-    },
   });
-  f = { server, dir, files, denials, seen, log };
+  const direct = await startGrpcServer({
+    ...common,
+    services: [
+      bindDirectService(HostAgentServiceDefinition, {
+        async connect(call) {
+          seen.push(`connect ${describePrincipal(call.principal)}`);
+          for (let r = await call.read(); r !== undefined; r = await call.read()) call.write({ payload: { $case: 'ack', value: { sequence: r.sequence, serverTime: undefined, heartbeatInterval: undefined } } });
+        },
+      }),
+      scheduling,
+    ],
+  });
+  f = { server, direct, dir, files, denials, seen, log };
 });
 
 test.after.always(async () => {
   await f?.server.stop();
+  await f?.direct.stop();
   if (f) rmSync(f.dir, { recursive: true, force: true });
 });
 
 type Who = 'node' | 'other' | 'foreign' | 'none';
 
-function channelAs(who: Who) {
+function channelAs(who: Who, served: Served = 'nice-grpc') {
   const tls = who === 'none' ? { caFile: f.files.ca } : { caFile: f.files.ca, certFile: f.files[who], keyFile: f.files[`${who}Key`] };
-  return openChannel(f.server.address, { tls });
+  return openChannel((served === 'direct' ? f.direct : f.server).address, { tls });
 }
 
 async function* agentMessages(nodeId: string, extra: ConnectRequest[] = []): AsyncGenerator<ConnectRequest> {
@@ -131,8 +154,8 @@ async function* agentMessages(nodeId: string, extra: ConnectRequest[] = []): Asy
   for (const m of extra) yield m;
 }
 
-async function connect(who: Who, nodeId: string, extra: ConnectRequest[] = [], token?: string): Promise<bigint[]> {
-  const channel = channelAs(who);
+async function connect(who: Who, nodeId: string, extra: ConnectRequest[] = [], token?: string, served: Served = 'nice-grpc'): Promise<bigint[]> {
+  const channel = channelAs(who, served);
   try {
     const client = createServiceClient(HostAgentServiceDefinition, channel, token ? { token } : {});
     const acks: bigint[] = [];
@@ -150,39 +173,51 @@ async function refused(t: import('ava').ExecutionContext, call: Promise<unknown>
   t.regex((err as ClientError).details, text);
 }
 
-test.serial('a node certificate from the cluster CA opens its own node stream as agent:<CN>', async (t) => {
-  const acks = await connect('node', 'worker-7');
-  t.deepEqual(acks, [1n, 2n]);
-  t.true(f.seen.includes('connect agent:worker-7'));
-});
+for (const served of ['nice-grpc', 'direct'] as const) {
+  test.serial(`a node certificate from the cluster CA opens its own node stream as agent:<CN> [${served}]`, async (t) => {
+    const acks = await connect('node', 'worker-7', [], undefined, served);
+    t.deepEqual(acks, [1n, 2n]);
+    t.true(f.seen.includes('connect agent:worker-7'));
+  });
+}
 
-test.serial('a stream whose hello names another node is refused with PERMISSION_DENIED, and the denial is reported', async (t) => {
-  const before = f.denials.length;
-  await refused(t, connect('node', 'worker-8'), Status.PERMISSION_DENIED, /agent:worker-7 may not call .*Connect for node worker-8/);
-  const denial = f.denials.at(-1);
-  t.is(f.denials.length, before + 1);
-  t.is(denial?.method, CONNECT);
-  t.is(denial?.code, 'PERMISSION_DENIED');
-  t.deepEqual(denial?.principal, { kind: 'agent', nodeId: 'worker-7' });
-});
+for (const served of ['nice-grpc', 'direct'] as const) {
+  test.serial(`a stream whose hello names another node is refused with PERMISSION_DENIED, and the denial is reported [${served}]`, async (t) => {
+    const before = f.denials.length;
+    await refused(t, connect('node', 'worker-8', [], undefined, served), Status.PERMISSION_DENIED, /agent:worker-7 may not call .*Connect for node worker-8/);
+    const denial = f.denials.at(-1);
+    t.is(f.denials.length, before + 1);
+    t.is(denial?.method, CONNECT);
+    t.is(denial?.code, 'PERMISSION_DENIED');
+    t.deepEqual(denial?.principal, { kind: 'agent', nodeId: 'worker-7' });
+  });
+}
 
-test.serial('a later message that names another node ends the stream too', async (t) => {
-  const intruder: ConnectRequest = { sequence: 3n, payload: { $case: 'hello', value: { nodeId: 'worker-8' } as never } };
-  await refused(t, connect('node', 'worker-7', [intruder]), Status.PERMISSION_DENIED, /for node worker-8/);
-});
+for (const served of ['nice-grpc', 'direct'] as const) {
+  test.serial(`a later message that names another node ends the stream too [${served}]`, async (t) => {
+    const intruder: ConnectRequest = { sequence: 3n, payload: { $case: 'hello', value: { nodeId: 'worker-8' } as never } };
+    await refused(t, connect('node', 'worker-7', [intruder], undefined, served), Status.PERMISSION_DENIED, /for node worker-8/);
+  });
+}
 
-test.serial('another node of the same CA cannot speak for worker-7', async (t) => {
-  await refused(t, connect('other', 'worker-7'), Status.PERMISSION_DENIED, /agent:worker-8 may not call/);
-});
+for (const served of ['nice-grpc', 'direct'] as const) {
+  test.serial(`another node of the same CA cannot speak for worker-7 [${served}]`, async (t) => {
+    await refused(t, connect('other', 'worker-7', [], undefined, served), Status.PERMISSION_DENIED, /agent:worker-8 may not call/);
+  });
+}
 
-test.serial('a certificate from another CA is no identity: UNAUTHENTICATED, even with the right CN', async (t) => {
-  await refused(t, connect('foreign', 'worker-7'), Status.UNAUTHENTICATED, /credential is required/);
-  t.is(f.denials.at(-1)?.principal?.kind, 'anonymous');
-});
+for (const served of ['nice-grpc', 'direct'] as const) {
+  test.serial(`a certificate from another CA is no identity: UNAUTHENTICATED, even with the right CN [${served}]`, async (t) => {
+    await refused(t, connect('foreign', 'worker-7', [], undefined, served), Status.UNAUTHENTICATED, /credential is required/);
+    t.is(f.denials.at(-1)?.principal?.kind, 'anonymous');
+  });
+}
 
-test.serial('without a certificate the TLS handshake still succeeds, and the call is UNAUTHENTICATED', async (t) => {
-  await refused(t, connect('none', 'worker-7'), Status.UNAUTHENTICATED, /credential is required/);
-});
+for (const served of ['nice-grpc', 'direct'] as const) {
+  test.serial(`without a certificate the TLS handshake still succeeds, and the call is UNAUTHENTICATED [${served}]`, async (t) => {
+    await refused(t, connect('none', 'worker-7', [], undefined, served), Status.UNAUTHENTICATED, /credential is required/);
+  });
+}
 
 test.serial('a client cannot forge the certificate metadata the server derives from TLS', async (t) => {
   const channel = channelAs('none');
@@ -215,6 +250,7 @@ test.serial('a bearer token wins over a client certificate', async (t) => {
   t.true(f.seen.includes('listSchedulerNodes operator:alice(admin)'));
   // Connect admits agents only: an operator token on the agent's connection is refused.
   await refused(t, connect('node', 'worker-7', [], OPERATOR_SECRET), Status.PERMISSION_DENIED, /operator:alice\(admin\) may not call/);
+  await refused(t, connect('node', 'worker-7', [], OPERATOR_SECRET, 'direct'), Status.PERMISSION_DENIED, /operator:alice\(admin\) may not call/);
 });
 
 test.serial('an agent rule of `true` admits any verified node certificate', async (t) => {
