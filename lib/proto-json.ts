@@ -21,6 +21,14 @@ function contractRegistry(): FileRegistry {
   return registry;
 }
 
+/**
+ * Loads the compiled contract now (tens of milliseconds) rather than on first use: a daemon calls
+ * it at start so its first request (say, the first rollout's Apply) does not pay for it.
+ */
+export function loadContract(): void {
+  contractRegistry();
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }

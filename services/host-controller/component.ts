@@ -16,6 +16,7 @@ import { serviceDatabase } from '../../lib/db/index.js';
 import { readEndpointRecord } from '../../lib/endpoint.js';
 import { InvalidArgumentError } from '../../lib/errors.js';
 import { bindService } from '../../lib/grpc/server.js';
+import { loadContract } from '../../lib/proto-json.js';
 import type { Logger } from '../../lib/log.js';
 import { AgentStreams } from './agent-streams.js';
 import { type HostControllerConfig, HOST_CONTROLLER_CONFIG_SPEC } from './config.js';
@@ -116,6 +117,8 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
     schema: HOSTS_SCHEMA,
     migrations: hostsMigrations,
     async start(context: ComponentContext): Promise<StartedComponent> {
+      // Node entries, desired systems and reports are stored as proto3 JSON of the contract.
+      loadContract();
       const endpoint = () => deployerAt(context.stateDir);
       const drainer = schedulerDrainer(config);
       const db = serviceDatabase<HostsDatabase>(context.db, HOSTS_SCHEMA);
