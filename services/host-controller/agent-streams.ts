@@ -45,6 +45,8 @@ interface AgentSession {
   activating: boolean;
   /** Id of the MachineCommand sent (or found impossible to send) on this stream. */
   sentCommand: string | undefined;
+  /** The leader's latest decision for this node while it waits in the delivery queue. */
+  decided?: StoredDesiredSystem | undefined;
 }
 
 export interface AgentStreamsObserver {
@@ -68,6 +70,8 @@ export interface AgentStreamsOptions {
 const TERMINAL_ACTIVATION = new Set([ActivationPhase.ACTIVATION_PHASE_UNSPECIFIED, ActivationPhase.ACTIVATION_PHASE_CONFIRMED, ActivationPhase.ACTIVATION_PHASE_ROLLED_BACK, ActivationPhase.ACTIVATION_PHASE_FAILED]);
 const HEALTHY_STATES = new Set(['running', 'degraded']);
 const HEARTBEAT_FLUSH_MS = 1_000;
+/** Streams written to per turn of the event loop when delivering a large decision. */
+const DELIVERY_CHUNK = 250;
 
 function helloViolations(h: HostAgentHello): FieldViolation[] {
   const out: FieldViolation[] = [];
@@ -87,6 +91,8 @@ export class AgentStreams {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly beats = new Map<string, Heartbeat>();
   private readonly pendingDelivery = new Set<string>();
+  /** Decisions committed by this process's leader, oldest batch first, being written to streams. */
+  private readonly decidedQueue: [AgentSession, StoredDesiredSystem][][] = [];
   private deliverAll = false;
   private deliveryScheduled = false;
   private inventoryCheckScheduled = false;
@@ -140,23 +146,55 @@ export class AgentStreams {
 
   /**
    * Delivers what the leader decided for these nodes, if this replica holds their streams:
-   * `decided` (what the leader in this process just committed) at once, the rest after reading
-   * it from the database.
+   * `decided` (what the leader in this process just committed) from memory, the rest after
+   * reading it from the database. Decisions are written to the streams a few hundred at a time,
+   * yielding to the event loop in between, so that a decision for thousands of nodes does not
+   * hold up the leader's next batch (its statements wait for this thread) or the streams'
+   * own traffic; a newer decision for a node supersedes one not yet sent.
    */
   deliver(nodeIds: readonly string[] | '*', decided?: ReadonlyMap<string, StoredDesiredSystem>): void {
     if (decided && decided.size > 0) {
-      let sent = 0;
+      const batch: [AgentSession, StoredDesiredSystem][] = [];
       for (const [id, d] of decided) {
         const session = this.sessions.get(id);
-        if (session && this.send(session, d)) sent++;
+        if (!session) continue;
+        session.decided = d;
+        batch.push([session, d]);
       }
-      if (sent > 0) this.log.info({ event: 'desired_systems.sent', streams: sent });
+      if (batch.length > 0) this.queueDecided(batch);
     }
     if (nodeIds === '*') this.deliverAll = true;
     else for (const id of nodeIds) if (this.sessions.has(id) && !decided?.has(id)) this.pendingDelivery.add(id);
     if (this.deliveryScheduled || (!this.deliverAll && this.pendingDelivery.size === 0)) return;
     this.deliveryScheduled = true;
     setImmediate(() => void this.flushDeliveries());
+  }
+
+  private queueDecided(batch: [AgentSession, StoredDesiredSystem][]): void {
+    this.decidedQueue.push(batch);
+    if (this.decidedQueue.length === 1) this.sendDecided(0, 0);
+  }
+
+  /** Writes queued decisions from `index` of the oldest batch on, DELIVERY_CHUNK per turn of the event loop. */
+  private sendDecided(index: number, sentBefore: number): void {
+    const batch = this.decidedQueue[0];
+    if (!batch) return;
+    const end = Math.min(batch.length, index + DELIVERY_CHUNK);
+    let sent = sentBefore;
+    for (let i = index; i < end; i++) {
+      const [session, d] = batch[i] as [AgentSession, StoredDesiredSystem];
+      // Ended or replaced streams, and decisions a newer one superseded, are left out.
+      if (session.decided !== d || this.sessions.get(session.nodeId) !== session) continue;
+      session.decided = undefined;
+      if (this.send(session, d)) sent++;
+    }
+    if (end < batch.length) {
+      setImmediate(() => this.sendDecided(end, sent));
+      return;
+    }
+    if (sent > 0) this.log.info({ event: 'desired_systems.sent', streams: sent });
+    this.decidedQueue.shift();
+    if (this.decidedQueue.length > 0) setImmediate(() => this.sendDecided(0, 0));
   }
 
   private async flushDeliveries(): Promise<void> {

@@ -261,8 +261,12 @@ export class RolloutController {
         const name = d.spec.name;
         const rows = rowsByDeployment.get(name) ?? new Map<string, NodeRollout>();
         const plan = planRollout({ deployment: d, rows, nodes, agents: liveness, owners, drain: { configured: this.options.drainer !== undefined, drained }, now, rebootGrantMs: this.options.rebootGrantMs });
+        // An activation's event records the node's move to ACTIVATING too: one row per node decided.
+        const activated = new Set(plan.activations.map((a) => a.nodeId));
+        const phaseBefore = new Map<string, string>();
         for (const c of plan.changes) {
-          changeEvent(name, c.before, c.after);
+          if (activated.has(c.after.nodeId)) phaseBefore.set(c.after.nodeId, c.before ? phaseName(c.before.phase) : '');
+          else changeEvent(name, c.before, c.after);
           markDirty(name, c.after);
           rows.set(c.after.nodeId, c.after);
         }
@@ -275,7 +279,8 @@ export class RolloutController {
           deliver.add(a.nodeId);
           decided.set(a.nodeId, { desired: a, rebootGrantDeadline: undefined, rebootGrantBootId: '' });
           activations.push({ deployment: name, resourceVersion: d.resourceVersion, desired: a });
-          events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: '', toPhase: '', message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
+          const from = phaseBefore.get(a.nodeId) ?? '';
+          events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: from, toPhase: phaseName(P.NODE_ROLLOUT_PHASE_ACTIVATING), message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
         }
         for (const g of plan.rebootGrants) {
           deliver.add(g.nodeId);

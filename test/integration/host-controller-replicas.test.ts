@@ -16,7 +16,7 @@ import { openDatabase, serviceDatabase } from '../../lib/db/index.js';
 import { createServiceClient, openChannel, type ServiceClient } from '../../lib/grpc/client.js';
 import { createClusterCa, issueControlPlaneCertificate } from '../../lib/pki/index.js';
 import { HOSTS_SCHEMA } from '../../services/host-controller/migrations/index.js';
-import { listEvents } from '../../services/host-controller/store/rollouts.js';
+import { listEvents, PHASE_EVENT_KINDS } from '../../services/host-controller/store/rollouts.js';
 import type { HostsDatabase } from '../../services/host-controller/store/tables.js';
 import { createTestDatabase, databaseTargets, unavailableTargetTest } from '../helpers/databases.js';
 import { createDeployerStore, type DeployerReplica, startReplica } from '../helpers/deployer-replicas.js';
@@ -150,7 +150,7 @@ if (!postgres?.available) {
     const phase = new Map<string, string>();
     let most = 0;
     for (const e of events) {
-      if (e.kind !== 'node.phase') continue;
+      if (!PHASE_EVENT_KINDS.has(e.kind)) continue;
       phase.set(e.nodeId, e.toPhase);
       most = Math.max(most, [...phase.values()].filter((p) => ['DRAINING', 'ACTIVATING', 'CONFIRMING', 'REBOOTING'].includes(p)).length);
     }

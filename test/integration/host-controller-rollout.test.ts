@@ -25,7 +25,7 @@ import { UnauthenticatedError } from '../../lib/errors.js';
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
 import { bindService, startGrpcServer } from '../../lib/grpc/server.js';
 import { createLogger } from '../../lib/log.js';
-import { listEvents } from '../../services/host-controller/store/rollouts.js';
+import { listEvents, PHASE_EVENT_KINDS } from '../../services/host-controller/store/rollouts.js';
 import { databaseTargets, type DatabaseTargetName, unavailableTargetTest } from '../helpers/databases.js';
 import { eventually } from '../helpers/eventually.js';
 import { FAST_FLAGS, type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
@@ -84,7 +84,7 @@ async function replay(f: HostFleet, name = 'fleet-os') {
   const phase = new Map<string, string>();
   let most = 0;
   for (const e of events) {
-    if (e.kind !== 'node.phase') continue;
+    if (!PHASE_EVENT_KINDS.has(e.kind)) continue;
     phase.set(e.nodeId, e.toPhase);
     most = Math.max(most, [...phase.values()].filter((p) => DISRUPTING.has(p)).length);
   }
@@ -170,7 +170,7 @@ eachTarget('a 6-node rollout with max_unavailable 1 never has more than one node
   const { events, most, activations } = await replay(f);
   t.is(most, 1, 'never more than one node disrupted at a time');
   t.deepEqual([...activations.values()], [1, 1, 1, 1, 1, 1], 'each node handed its desired system once');
-  const starts = events.filter((e) => e.kind === 'node.phase' && e.toPhase === 'ACTIVATING').map((e) => e.nodeId);
+  const starts = events.filter((e) => PHASE_EVENT_KINDS.has(e.kind) && e.toPhase === 'ACTIVATING').map((e) => e.nodeId);
   // Failure domains in order (power-a, -b, -c, then the workers' power-d); within one domain the
   // order depends on which node is ready first.
   t.deepEqual(starts.slice(0, 3), ['cp-1', 'cp-2', 'cp-3'], 'in failure-domain order');
@@ -203,9 +203,12 @@ eachTarget('a decision larger than one activation batch is written and delivered
   t.is(most, 6, 'all six in progress together, as max_unavailable allows');
   t.deepEqual([...activations.values()], [1, 1, 1, 1, 1, 1], 'each node handed its desired system once');
   for (const a of agents) t.deepEqual(a.activations, ['fleet-os/1'], `${a.nodeId} activated once`);
-  // Each node's decision and its move to ACTIVATING are committed together.
+  // Each node's decision records its move to ACTIVATING, in one event: no separate phase event.
   for (const e of events.filter((x) => x.kind === 'decision.activate')) {
-    t.true(events.some((x) => x.kind === 'node.phase' && x.nodeId === e.nodeId && x.toPhase === 'ACTIVATING'), `${e.nodeId} recorded ACTIVATING`);
+    t.is(e.toPhase, 'ACTIVATING', `${e.nodeId} recorded ACTIVATING`);
+    // From PENDING, or from no entry at all when the node joined in the tick that started it.
+    t.true(e.fromPhase === 'PENDING' || e.fromPhase === '', `${e.nodeId} came from ${e.fromPhase}`);
+    t.false(events.some((x) => x.kind === 'node.phase' && x.nodeId === e.nodeId && x.toPhase === 'ACTIVATING'), `${e.nodeId}: one event for the move`);
   }
   t.deepEqual(events.filter((e) => e.kind === 'decision.activate').map((e) => e.nodeId).sort(), ['cp-1', 'cp-2', 'cp-3', 'worker-1', 'worker-2', 'worker-3']);
   // Three transactions (the decision's and two more), each holding two nodes' decisions, entries and desired systems.
@@ -299,7 +302,7 @@ eachTarget('drain without a fleet-scheduler: the rollout waits and says why; boo
   const phase = new Map<string, string>();
   let rebooting = 0;
   for (const e of events) {
-    if (e.kind !== 'node.phase') continue;
+    if (!PHASE_EVENT_KINDS.has(e.kind)) continue;
     phase.set(e.nodeId, e.toPhase);
     rebooting = Math.max(rebooting, [...phase.values()].filter((p) => p === 'REBOOTING').length);
   }
@@ -375,7 +378,7 @@ eachTarget('with a fleet-scheduler, a node is drained before it is activated and
     return r.events.filter((e) => e.kind === 'decision.uncordon').length === 2 ? r : undefined;
   }, 30_000, 'both uncordoned');
   for (const node of ['cp-1', 'cp-2']) {
-    const order = events.filter((e) => e.nodeId === node && e.kind === 'node.phase').map((e) => e.toPhase);
+    const order = events.filter((e) => e.nodeId === node && PHASE_EVENT_KINDS.has(e.kind)).map((e) => e.toPhase);
     t.deepEqual(order.filter((p) => p !== 'PENDING'), ['DRAINING', 'ACTIVATING', 'CONFIRMING', 'SUCCEEDED'], `${node}: drained, then activated`);
   }
   t.deepEqual(scheduler.uncordons.map((u) => [u.nodeId, u.owner]).sort(), [['cp-1', 'host-controller'], ['cp-2', 'host-controller']]);

@@ -49,18 +49,30 @@ function filledRollbackPolicy(p: RollbackPolicy | undefined): RollbackPolicy {
 }
 
 export function desiredSystem(d: HostDeployment, revision: bigint, nodeId: string, target: NodeTarget, now: Date): DesiredSystem {
+  return desiredSystems(d, now)(revision, nodeId, target);
+}
+
+/**
+ * desiredSystem for many nodes of one deployment decided at one instant: what they share (the
+ * filled-in health check and rollback policy, strategy, substituters) is built once and shared
+ * by the returned messages, which must therefore not be modified.
+ */
+export function desiredSystems(d: HostDeployment, now: Date): (revision: bigint, nodeId: string, target: NodeTarget) => DesiredSystem {
   const healthCheck = filledHealthCheck(d.healthCheck);
-  return {
-    nodeId,
+  const shared = {
     deployment: d.name,
-    revision,
-    systemPath: target.systemPath,
-    flakeRef: target.flakeRef,
-    flakeAttr: target.flakeAttr,
     activationStrategy: effectiveStrategy(d),
     ...(healthCheck ? { healthCheck } : {}),
     rollbackPolicy: filledRollbackPolicy(d.rollbackPolicy),
     substituters: [...d.substituters],
     createdAt: now,
   };
+  return (revision, nodeId, target) => ({
+    ...shared,
+    nodeId,
+    revision,
+    systemPath: target.systemPath,
+    flakeRef: target.flakeRef,
+    flakeAttr: target.flakeAttr,
+  });
 }

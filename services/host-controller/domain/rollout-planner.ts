@@ -13,7 +13,7 @@ import {
   NodeRolloutPhase as P,
 } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import { drainTimeoutMs, rebootTimeoutMs, resolveMaxUnavailable } from './deployment-spec.js';
-import { desiredSystem, nodeTarget } from './desired-system.js';
+import { desiredSystems, type NodeTarget, nodeTarget } from './desired-system.js';
 import { FAILED_PHASES, IN_PROGRESS, type NodeChange, type NodeRollout, newNodeRollout, restartForRevision, TERMINAL } from './node-rollout.js';
 import { domainOrder, effectiveOrdering, type NodeFacts, ROLLOUT_STATES, rolloutSequence, selects } from './selection.js';
 
@@ -185,11 +185,12 @@ export function planRollout(input: PlanInput): RolloutPlan {
 
   // Drains that finished or took too long, reboots that did not come back.
   const activations: DesiredSystem[] = [];
-  const activate = (row: NodeRollout, node: NodeFacts, patch: Partial<NodeRollout>) => {
-    const target = nodeTarget(spec, node);
+  const desiredOf = desiredSystems(spec, now);
+  const activate = (row: NodeRollout, node: NodeFacts, patch: Partial<NodeRollout>, known?: NodeTarget) => {
+    const target = known ?? nodeTarget(spec, node);
     if (!target) return false;
     move(row, P.NODE_ROLLOUT_PHASE_ACTIVATING, { ...patch, systemPath: target.systemPath, message: 'desired system sent to the nix-agent' });
-    activations.push(desiredSystem(spec, row.revision, row.nodeId, target, now));
+    activations.push(desiredOf(row.revision, row.nodeId, target));
     return true;
   };
   const drainMs = drainTimeoutMs(spec);
@@ -301,7 +302,7 @@ export function planRollout(input: PlanInput): RolloutPlan {
       if (spec.drain) {
         move(row, P.NODE_ROLLOUT_PHASE_DRAINING, { ...started, systemPath: target.systemPath, cordoned: true, message: 'cordoning and draining through the fleet-scheduler' });
       } else {
-        activate(row, node, started);
+        activate(row, node, started, target);
       }
     }
   }

@@ -183,7 +183,8 @@ export interface RolloutEvent {
   readonly nodeId: string;
   /**
    * `node.phase` (a node entry changed phase), `node.removed`, `decision.activate` (a desired
-   * system handed over), `decision.drain`, `decision.reboot_grant`, `decision.uncordon`,
+   * system handed over; it records the node's move to ACTIVATING in from/to phase, see
+   * PHASE_EVENT_KINDS), `decision.drain`, `decision.reboot_grant`, `decision.uncordon`,
    * `rollout.phase`, `rollout.paused`, `deployment.applied|paused|resumed|aborted|deleted`,
    * `machine.activated`.
    */
@@ -193,6 +194,13 @@ export interface RolloutEvent {
   readonly message: string;
   readonly replica: string;
 }
+
+/**
+ * Events that move a node entry to `toPhase`: phase changes of their own, and activation
+ * decisions, each of which records the move to ACTIVATING it made (one row per node decided).
+ * Replaying these in id order gives every node's phase over time.
+ */
+export const PHASE_EVENT_KINDS: ReadonlySet<string> = new Set(['node.phase', 'decision.activate']);
 
 const EVENT_COLUMNS = ['at', 'deployment', 'revision', 'node_id', 'kind', 'from_phase', 'to_phase', 'message', 'replica'] as const satisfies readonly (keyof RolloutEventsTable)[];
 
