@@ -93,6 +93,7 @@ export class AgentStreams {
   private readonly pendingDelivery = new Set<string>();
   /** Decisions committed by this process's leader, oldest batch first, being written to streams. */
   private readonly decidedQueue: [AgentSession, StoredDesiredSystem][][] = [];
+  private readonly sentWaiters: (() => void)[] = [];
   private deliverAll = false;
   private deliveryScheduled = false;
   private inventoryCheckScheduled = false;
@@ -175,6 +176,12 @@ export class AgentStreams {
     if (this.decidedQueue.length === 1) this.sendDecided(0, 0);
   }
 
+  /** Resolves once every decision handed to `deliver` so far has been written to its stream. */
+  deliveriesSent(): Promise<void> {
+    if (this.decidedQueue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.sentWaiters.push(resolve));
+  }
+
   /** Writes queued decisions from `index` of the oldest batch on, DELIVERY_CHUNK per turn of the event loop. */
   private sendDecided(index: number, sentBefore: number): void {
     const batch = this.decidedQueue[0];
@@ -194,7 +201,11 @@ export class AgentStreams {
     }
     if (sent > 0) this.log.info({ event: 'desired_systems.sent', streams: sent });
     this.decidedQueue.shift();
-    if (this.decidedQueue.length > 0) setImmediate(() => this.sendDecided(0, 0));
+    if (this.decidedQueue.length > 0) {
+      setImmediate(() => this.sendDecided(0, 0));
+      return;
+    }
+    for (const resolve of this.sentWaiters.splice(0)) resolve();
   }
 
   private async flushDeliveries(): Promise<void> {

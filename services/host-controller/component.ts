@@ -158,6 +158,7 @@ export function hostControllerComponent(flags: Readonly<Record<string, string | 
         rebootGrantMs: config.rebootGrantMs,
         activationBatch: config.activationBatch,
         deliverLocally: (nodeIds, decided) => agentStreams.deliver(nodeIds, decided),
+        localDeliveriesSent: () => agentStreams.deliveriesSent(),
         ...(metrics ? { observer: metrics.controller } : {}),
       });
       const leadership = leadershipFor(db, context.databaseUrl, {

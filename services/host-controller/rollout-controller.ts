@@ -58,6 +58,12 @@ export interface RolloutControllerOptions {
    * desired systems this tick committed (sent from memory), the other nodes are read back.
    */
   readonly deliverLocally: (nodeIds: readonly string[], decided: ReadonlyMap<string, StoredDesiredSystem>) => void;
+  /**
+   * Resolves once what deliverLocally was given has been written to the streams. The next tick
+   * waits for it: its reads would otherwise hold this thread while the last batch of a large
+   * decision is still being sent.
+   */
+  readonly localDeliveriesSent?: () => Promise<void>;
   readonly observer?: RolloutControllerObserver;
   /** Activations written (and delivered) per transaction when a tick hands out more; default 1,000. */
   readonly activationBatch?: number;
@@ -160,6 +166,7 @@ export class RolloutController {
       do {
         this.again = false;
         await this.tickSafely();
+        await this.options.localDeliveriesSent?.();
       } while (this.again && !this.stopped && this.epoch !== undefined);
     })().finally(() => {
       this.running = undefined;
