@@ -63,10 +63,10 @@ export function desiredSystems(d: HostDeployment, now: Date): (revision: bigint,
   const healthCheck = filledHealthCheck(d.healthCheck);
   const rollbackPolicy = filledRollbackPolicy(d.rollbackPolicy);
   const substituters = [...d.substituters];
-  // Object literals of one fixed shape each: spreading a shared object per node costs
-  // microseconds a node, which a decision for thousands of nodes notices.
-  if (healthCheck) {
-    return (revision, nodeId, target) => ({
+  // One literal per node (plus the health check when there is one): spreading a shared object
+  // per node costs microseconds a node, which a decision for thousands of nodes notices.
+  return (revision, nodeId, target) => {
+    const desired: DesiredSystem = {
       nodeId,
       deployment,
       revision,
@@ -74,22 +74,11 @@ export function desiredSystems(d: HostDeployment, now: Date): (revision: bigint,
       flakeRef: target.flakeRef,
       flakeAttr: target.flakeAttr,
       activationStrategy,
-      healthCheck,
       rollbackPolicy,
       substituters,
       createdAt: now,
-    });
-  }
-  return (revision, nodeId, target) => ({
-    nodeId,
-    deployment,
-    revision,
-    systemPath: target.systemPath,
-    flakeRef: target.flakeRef,
-    flakeAttr: target.flakeAttr,
-    activationStrategy,
-    rollbackPolicy,
-    substituters,
-    createdAt: now,
-  });
+    };
+    if (healthCheck) desired.healthCheck = healthCheck;
+    return desired;
+  };
 }
