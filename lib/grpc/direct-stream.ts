@@ -72,7 +72,14 @@ class Call<Request, Response> implements DirectCall<Request, Response> {
     private readonly finished: (error: unknown) => void,
   ) {}
 
-  /** Wires the stream's events; called once the call is authorised. */
+  /** Watches for the client going away; from the call's first moment, authorisation included. */
+  watch(): void {
+    // The client cancelled, or the connection went away.
+    this.stream.on('cancelled', () => this.close(undefined, true));
+    this.stream.on('error', () => this.close(undefined, true));
+  }
+
+  /** Reads the client's messages; called once the call is authorised. */
   listen(): void {
     const s = this.stream;
     s.on('data', (m: Request) => {
@@ -90,9 +97,6 @@ class Call<Request, Response> implements DirectCall<Request, Response> {
       this.clientDone = true;
       this.release();
     });
-    // The client cancelled, or the connection went away.
-    s.on('cancelled', () => this.close(undefined, true));
-    s.on('error', () => this.close(undefined, true));
   }
 
   read(): Promise<Request | undefined> {
@@ -144,6 +148,8 @@ class Call<Request, Response> implements DirectCall<Request, Response> {
     if (!gone) {
       const mapped = error === undefined ? undefined : toServerError(error);
       if (mapped) this.stream.emit('error', { code: mapped.error.code, details: mapped.error.details });
+      // An abort the handler passed on (toServerError leaves those alone) is no success.
+      else if (error !== undefined) this.stream.emit('error', { code: Status.CANCELLED, details: 'cancelled' });
       else this.stream.end();
     }
     this.finished(gone ? 'cancelled' : error);
@@ -176,12 +182,13 @@ export function directBidiHandler<Request, Response>(method: string, requestStre
       }
       if (error !== undefined && authorised) deps.authorizer.handlerFailed(request, call.principal, error);
       const mapped = logCallEnd(log, error, started, peer);
-      finish(mapped ? (Status[mapped.code] ?? 'UNKNOWN') : 'OK');
+      finish(mapped ? (Status[mapped.code] ?? 'UNKNOWN') : error === undefined ? 'OK' : 'CANCELLED');
     });
     if (deps.stopping.aborted) {
       call.end(UNAVAILABLE_ON_STOP);
       return;
     }
+    call.watch();
     open.add(call);
     deps.authorizer.authorize(request, verifiedCertificate(stream)).then(
       (principal) => {

@@ -34,7 +34,7 @@ interface Served {
   client: ReturnType<typeof createServiceClient<typeof HostAgentServiceDefinition>>;
 }
 
-async function serve(t: import('ava').ExecutionContext, handler: Handler): Promise<Served> {
+async function serve(t: import('ava').ExecutionContext, handler: Handler, authenticator: Authenticator = operator): Promise<Served> {
   const log = captureLog('debug');
   const registry = createMetricsRegistry();
   const server = await startGrpcServer({
@@ -42,7 +42,7 @@ async function serve(t: import('ava').ExecutionContext, handler: Handler): Promi
     listen: { host: '127.0.0.1', port: 0 },
     services: [bindDirectService(HostAgentServiceDefinition, { connect: handler })],
     policy: { [CONNECT]: { operator: 'viewer' } },
-    authenticators: [operator],
+    authenticators: [authenticator],
     metrics: registry,
     shutdownGraceMs: 1_000,
   });
@@ -191,4 +191,38 @@ test('a client that resets its stream ends the handler read; the call is counted
   await until(async () => (await counted()) === 1);
   t.is(await metric(s.registry, 'ultracloud_grpc_server_open_streams', { grpc_method: 'Connect' }), 0);
   t.is(s.log.events().filter((e) => (e.event === 'rpc.cancelled' || e.event === 'rpc.finished') && e.rpc === CONNECT).length, 1);
+});
+
+test('a client that goes away while its call is being authorised is counted once, and its handler never runs', async (t) => {
+  let reached = false;
+  let authorising: () => void = () => undefined;
+  const slow: Authenticator = {
+    async authenticate(request) {
+      authorising();
+      await new Promise((r) => setTimeout(r, 300));
+      return operator.authenticate(request);
+    },
+  };
+  const s = await serve(
+    t,
+    async () => {
+      reached = true;
+    },
+    slow,
+  );
+  const client = new GrpcClient(s.server.address, credentials.createInsecure());
+  t.teardown(() => client.close());
+  const metadata = new GrpcMetadata();
+  metadata.set('authorization', `Bearer ${TOKEN}`);
+  const started = new Promise<void>((resolve) => (authorising = resolve));
+  const call = client.makeBidiStreamRequest(CONNECT, (m: ConnectRequest) => Buffer.from(ConnectRequest.encode(m).finish()), (b: Buffer) => ConnectResponse.decode(b), metadata);
+  call.on('error', () => undefined);
+  call.write(heartbeat(1));
+  await started;
+  call.cancel();
+  await until(async () => (await metric(s.registry, 'ultracloud_grpc_server_handled_total', labels('CANCELLED'))) === 1);
+  await new Promise((r) => setTimeout(r, 500));
+  t.false(reached, 'the handler never ran for a caller that was gone');
+  t.is(await metric(s.registry, 'ultracloud_grpc_server_open_streams', { grpc_method: 'Connect' }), 0);
+  t.is(await metric(s.registry, 'ultracloud_grpc_server_handled_total', labels('CANCELLED')), 1);
 });
