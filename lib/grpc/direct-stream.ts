@@ -160,7 +160,7 @@ class Call<Request, Response> implements DirectCall<Request, Response> {
  * A grpc-js handler for one bidi method: authorises the call (policy, denial reports), runs the
  * handler, and on the call's end logs one line, records the metrics and maps the status.
  */
-export function directBidiHandler<Request, Response>(method: string, requestStream: boolean, handler: DirectBidiHandler<Request, Response>, deps: DirectStreamDeps) {
+export function directBidiHandler<Request, Response>(method: string, handler: DirectBidiHandler<Request, Response>, deps: DirectStreamDeps) {
   const log = deps.logger.child({ rpc: method });
   const open = new Set<Call<Request, Response>>();
   deps.stopping.addEventListener('abort', () => {
@@ -168,7 +168,7 @@ export function directBidiHandler<Request, Response>(method: string, requestStre
   });
   return (stream: ServerDuplexStream<Request, Response>): void => {
     const started = process.hrtime.bigint();
-    const finish = deps.meter(method, requestStream, true);
+    const finish = deps.meter(method, true, true);
     const peer = stream.getPeer();
     const authorization = stream.metadata.get('authorization')[0];
     const request = { method, bearer: bearerFrom(typeof authorization === 'string' ? authorization : undefined), peer };

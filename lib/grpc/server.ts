@@ -114,12 +114,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const middleware = (options.metrics ? composeServerMiddleware(rpcMetricsMiddleware(meter), shared) : shared) as ServerMiddleware;
   const direct = { authorizer: callAuthorizer(auth), meter, logger: options.logger, stopping: stopController.signal };
 
-  // The interceptor hands the verified client certificate to the auth middleware (agents' mTLS).
+  // The interceptor hands the verified client certificate to the auth middleware (agents' mTLS);
+  // directly served methods, added to `directPaths` below, read it themselves.
   const directPaths = new Set<string>();
-  for (const binding of options.services) {
-    const { methods } = grpcJsService(binding.definition);
-    for (const name of Object.keys(binding.direct ?? {})) if (methods[name]) directPaths.add(methods[name].path);
-  }
   const server = new Server({ ...SERVER_KEEPALIVE_OPTIONS, interceptors: [clientCertificateInterceptor(directPaths)] });
   const add = (definition: CompatServiceDefinition, implementation: unknown, directMethods: ServiceBinding['direct']) => {
     const { methods, grpcJs } = grpcJsService(definition);
@@ -128,7 +125,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
       const own = directMethods?.[name];
       if (own) {
         if (!method.requestStream || !method.responseStream) throw new Error(`${method.path}: only bidi methods can be served directly`);
-        handlers[name] = directBidiHandler(method.path, true, own, direct) as UntypedHandleCall;
+        handlers[name] = directBidiHandler(method.path, own, direct) as UntypedHandleCall;
+        directPaths.add(method.path);
         continue;
       }
       const impl = (implementation as Record<string, ((request: unknown, context: unknown) => unknown) | undefined>)[name];
