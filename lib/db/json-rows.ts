@@ -4,9 +4,40 @@
 // per row (which kysely and pg build and bind one by one, and PostgreSQL caps at 65,535).
 import { type Kysely, sql } from 'kysely';
 
-/** JSON for jsonb_populate_recordset: bigints as strings (the column's type reads them), Dates as ISO. */
+const bigintsAsStrings = (_key: string, value: unknown) => (typeof value === 'bigint' ? value.toString() : value);
+
+/**
+ * JSON for jsonb_populate_recordset: bigints as strings (the column's type reads them), Dates as
+ * ISO. Column values are converted first, so the rows serialise without a replacer (which slows
+ * JSON.stringify several times over) and a timestamp shared by many rows, as a batch's are, is
+ * formatted once; a bigint nested in a document falls back to the replacer.
+ */
 export function jsonRows(rows: readonly object[]): string {
-  return JSON.stringify(rows, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+  let lastTime = Number.NaN;
+  let lastIso: string | null = null;
+  const ready = new Array<Record<string, unknown>>(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i] as Record<string, unknown>;
+    const out: Record<string, unknown> = {};
+    for (const key in row) {
+      const value = row[key];
+      if (typeof value === 'bigint') out[key] = value.toString();
+      else if (value instanceof Date) {
+        const time = value.getTime();
+        // As Date's toJSON: null for an invalid date.
+        if (time !== lastTime) lastIso = Number.isNaN(time) ? null : value.toISOString();
+        lastTime = time;
+        out[key] = lastIso;
+      } else out[key] = value;
+    }
+    ready[i] = out;
+  }
+  try {
+    return JSON.stringify(ready);
+  } catch (err) {
+    if (err instanceof TypeError) return JSON.stringify(rows, bigintsAsStrings);
+    throw err;
+  }
 }
 
 export interface JsonRowsWrite {

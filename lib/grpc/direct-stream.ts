@@ -33,12 +33,35 @@ export interface DirectCall<Request, Response> {
   /** Sends a message (grpc-js serialises and buffers it); ignored once the call has ended. */
   write(message: Response): void;
   /**
+   * Sends a message already encoded (protobuf binary of the method's response type), for a
+   * message sent to many streams whose encoding the caller builds once; ignored once ended.
+   */
+  writeEncoded(message: EncodedMessage): void;
+  /**
    * Ends the call: OK without an argument, otherwise with the error's status (domain errors
    * mapped as for every handler). Only the first end counts; a pending read returns undefined.
    */
   end(error?: unknown): void;
   /** True once the call has ended, by either side. */
   readonly ended: boolean;
+}
+
+/** A response message in its protobuf encoding, written to the stream as it is. */
+export class EncodedMessage {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** grpc-js wants a Buffer from a serializer; a view of the encoder's bytes, not a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * The response serializer of a directly served method: messages already encoded pass as they
+ * are, the rest go through the method's own serializer.
+ */
+export function directResponseSerializer(serialize: (message: unknown) => Uint8Array): (message: unknown) => Buffer {
+  return (message) => (message instanceof EncodedMessage ? asBuffer(message.bytes) : asBuffer(serialize(message)));
 }
 
 /** Runs one call; when it returns the call ends OK (unless ended already), when it throws, with the error's status. */
@@ -127,6 +150,12 @@ class Call<Request, Response> implements DirectCall<Request, Response> {
   write(message: Response): void {
     if (this.ended) return;
     this.stream.write(message);
+  }
+
+  writeEncoded(message: EncodedMessage): void {
+    if (this.ended) return;
+    // The serializer (directResponseSerializer) passes it through.
+    this.stream.write(message as unknown as Response);
   }
 
   end(error?: unknown): void {

@@ -16,6 +16,7 @@ export interface NiceMethodDefinition {
   readonly path: string;
   readonly requestStream: boolean;
   readonly responseStream: boolean;
+  readonly responseSerialize: (message: unknown) => Uint8Array;
 }
 
 type Implementation = (request: unknown, context: unknown) => unknown;

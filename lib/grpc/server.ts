@@ -5,7 +5,7 @@
 // served directly on grpc-js instead (direct-stream.ts), under the same policy, log and metrics.
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { Server, ServerCredentials, type UntypedHandleCall } from '@grpc/grpc-js';
+import { type ServiceDefinition as GrpcJsServiceDefinition, Server, ServerCredentials, type UntypedHandleCall } from '@grpc/grpc-js';
 import type { ServiceImplementation } from 'nice-grpc';
 import { composeServerMiddleware, type ServerMiddleware } from 'nice-grpc-common';
 import type { CompatServiceDefinition } from 'nice-grpc/lib/service-definitions/index.js';
@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import { type MetricsRegistry, rpcMeter, rpcMetricsMiddleware } from '../metrics.js';
 import { type AccessPolicy, type AuthContext, authMiddleware, type Authenticator, callAuthorizer, describePrincipal } from './auth.js';
 import { clientCertificateInterceptor } from './client-certificate.js';
-import { type DirectBidiHandler, directBidiHandler } from './direct-stream.js';
+import { type DirectBidiHandler, directBidiHandler, directResponseSerializer } from './direct-stream.js';
 import { grpcJsService, niceGrpcHandler } from './nice-grpc-handlers.js';
 import { type LogContext, requestLoggingMiddleware, streamTerminationMiddleware } from './middleware.js';
 import { REFLECTION_IMAGE_PATH, serviceFullName } from './image.js';
@@ -119,13 +119,16 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const directPaths = new Set<string>();
   const server = new Server({ ...SERVER_KEEPALIVE_OPTIONS, interceptors: [clientCertificateInterceptor(directPaths)] });
   const add = (definition: CompatServiceDefinition, implementation: unknown, directMethods: ServiceBinding['direct']) => {
-    const { methods, grpcJs } = grpcJsService(definition);
+    const { methods, grpcJs: generic } = grpcJsService(definition);
+    const grpcJs: Record<string, GrpcJsServiceDefinition[string]> = { ...generic };
     const handlers: Record<string, UntypedHandleCall> = {};
     for (const [name, method] of Object.entries(methods)) {
       const own = directMethods?.[name];
       if (own) {
         if (!method.requestStream || !method.responseStream) throw new Error(`${method.path}: only bidi methods can be served directly`);
         handlers[name] = directBidiHandler(method.path, own, direct) as UntypedHandleCall;
+        // Messages the handler encoded once for many streams pass the serializer as they are.
+        grpcJs[name] = { ...(generic[name] as GrpcJsServiceDefinition[string]), responseSerialize: directResponseSerializer(method.responseSerialize) };
         directPaths.add(method.path);
         continue;
       }

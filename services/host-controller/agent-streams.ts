@@ -25,6 +25,7 @@ import type { NodeFacts } from './domain/selection.js';
 import type { MachineInventory } from './machine-inventory.js';
 import { disconnectReplica, enqueue, type Heartbeat, markHealthy, recordDisconnect, recordHello, recordReport, streamOwner, touchAgents } from './store/agents.js';
 import { activationReportJson } from './store/documents.js';
+import { DesiredSystemFrames } from './desired-frames.js';
 import { appendEvents, desiredSystemsOf, type StoredDesiredSystem } from './store/rollouts.js';
 import type { HostsDatabase } from './store/tables.js';
 import { parseNodeListBody, parseWakeup, WAKEUP_CHANNELS, wakeupPayload } from './wakeups.js';
@@ -89,6 +90,8 @@ function activationFieldViolations(field: string, m: { deployment: string; revis
 
 export class AgentStreams {
   private readonly sessions = new Map<string, AgentSession>();
+  /** Encodes the desired systems sent, sharing what one decision's messages have in common. */
+  private readonly frames = new DesiredSystemFrames();
   private readonly beats = new Map<string, Heartbeat>();
   private readonly pendingDelivery = new Set<string>();
   /** Decisions committed by this process's leader, oldest batch first, being written to streams. */
@@ -234,7 +237,7 @@ export class AgentStreams {
     const key = `${d.deployment}/${d.revision}`;
     let sent = false;
     if (session.sentDesired !== key) {
-      session.call.write({ payload: { $case: 'desiredSystem', value: d } });
+      session.call.writeEncoded(this.frames.frame(d));
       session.sentDesired = key;
       session.sentGrant = undefined;
       sent = true;

@@ -13,7 +13,7 @@ import {
   serviceDatabase,
   type NamedServiceMigration,
 } from '../../lib/db/index.js';
-import { writeJsonRows } from '../../lib/db/json-rows.js';
+import { jsonRows, writeJsonRows } from '../../lib/db/json-rows.js';
 import { storageTest } from '../helpers/databases.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -338,6 +338,20 @@ storageTest('column types read back as the same JavaScript values on every drive
   // bigint parameters compare against int8 columns.
   const found = await typed.selectFrom('samples').select('id').where('big', '=', 9_007_199_254_740_993n).execute();
   t.deepEqual(found, [{ id: 1n }]);
+});
+
+test('jsonRows writes what JSON.stringify would, with bigints as strings', (t) => {
+  const shared = new Date('2026-01-02T03:04:05.678Z');
+  const rows = [
+    { n: 1n, at: shared, other: new Date('2026-01-02T03:04:06Z'), again: shared, bad: new Date(Number.NaN), none: null, flag: true, count: 3, text: 'é "q"\n', doc: { nested: [1, { x: 'y' }], when: shared } },
+    { n: -9_007_199_254_740_993n, at: shared, other: shared, again: new Date(0), bad: shared, none: null, flag: false, count: 0, text: '', doc: {} },
+  ];
+  const reference = JSON.stringify(rows, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+  t.is(jsonRows(rows), reference);
+  t.deepEqual(JSON.parse(jsonRows(rows))[0], { n: '1', at: '2026-01-02T03:04:05.678Z', other: '2026-01-02T03:04:06.000Z', again: '2026-01-02T03:04:05.678Z', bad: null, none: null, flag: true, count: 3, text: 'é "q"\n', doc: { nested: [1, { x: 'y' }], when: '2026-01-02T03:04:05.678Z' } });
+  // A bigint inside a document is written as a string too.
+  const nested = [{ doc: { revision: 7n, list: [8n] } }];
+  t.is(jsonRows(nested), '[{"doc":{"revision":"7","list":["8"]}}]');
 });
 
 storageTest('writeJsonRows inserts and upserts many rows in one statement, in order, in the service schema', async (t, db) => {
