@@ -1,19 +1,20 @@
 // Agent streams (issue 7, item 6): N simulated nix-agents hold HostAgentService.Connect streams
-// over mTLS to one host-controller (served with the deployer as `ultracloud up` serves them, on
-// real PostgreSQL); one HostDeployment apply (a new system path for all N nodes, max_unavailable
-// 100%) fans out to all. Measured: per-agent delay from the Apply returning to the agent receiving
-// its DesiredSystem (p50/p99), and the server's RSS per stream ((RSS with N streams - RSS before)
-// / N). In the same run, the yardstick: a bare @grpc/grpc-js bidi server holding the same N mTLS
-// streams from the same agents and pushing one message of the same size to each on a trigger.
-// Goal: RSS per stream <= 1.5x and fan-out p99 <= 2x the baseline's.
+// over mTLS to one host-controller (a process of its own, as `ultracloud host-controller` runs,
+// watching the deployer in this process; `--same-process` serves both here as `ultracloud up`
+// does; real PostgreSQL); one HostDeployment apply (a new system path for all N nodes,
+// max_unavailable 100%) fans out to all. Measured: per-agent delay from the Apply being sent to
+// the agent receiving its DesiredSystem (p50/p99), and the host-controller's RSS per stream ((RSS
+// with N streams - RSS before) / N). In the same run, the yardstick: a bare @grpc/grpc-js bidi
+// server holding the same N mTLS streams from the same agents and pushing one message of the same
+// size to each on a trigger. Goal: RSS per stream <= 1.5x and fan-out p99 <= 2x the baseline's.
 //
 // The nodes are real: N machines go through the deployer's install flow first (Discover,
 // FetchPlan, install reports), and each agent dials with the certificate FetchPlan issued it.
 // Each agent has its own connection (a connection's client certificate is one node). The agents
-// run in a child process (bench/agent-streams-load.ts), so the server's RSS is its own.
+// run in a child process (bench/agent-streams-load.ts), so no RSS measured is theirs.
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import { HostDeployment } from '../gen/ts/ultracloud/system/v1/system.js';
 import type { DaemonConfig } from '../lib/config/daemon.js';
 import { createServiceClient, openChannel } from '../lib/grpc/client.js';
 import { createLogger } from '../lib/log.js';
+import { createClusterCa, issueControlPlaneCertificate } from '../lib/pki/index.js';
 import { serveComponents } from '../lib/serve.js';
 import { CA_BUNDLE_FILE, deployerComponent, JOIN_TOKEN_FILE } from '../services/deployer/component.js';
 import { hostControllerComponent } from '../services/host-controller/component.js';
@@ -57,6 +59,12 @@ export interface AgentStreamsOptions {
   /** Installers and connection handshakes in flight at once. Default 16. */
   readonly concurrency?: number;
   readonly databaseUrl?: string;
+  /**
+   * Serve the host-controller in the benchmark's process with the deployer, as `ultracloud up`
+   * does, instead of in a process of its own as `ultracloud host-controller` runs it (the
+   * default). Its RSS per stream then includes what the deployer does for each agent.
+   */
+  readonly sameProcess?: boolean;
   readonly print?: (line: string) => void;
 }
 
@@ -212,7 +220,69 @@ async function runConcurrently(count: number, concurrency: number, run: (i: numb
 
 // ---- the host-controller ---------------------------------------------------------------------
 
-async function controllerSide(input: { url: string; stateDir: string; agents: number; concurrency: number; print: (l: string) => void }): Promise<{ fanOut: FanOut; credentials: AgentCredentials[]; caPem: string; sampleBytes: number }> {
+/** The host-controller the agents connect to, as the benchmark drives it. */
+interface ControllerUnderTest {
+  readonly address: string;
+  /** The CA the agents and the benchmark's client verify the controller's certificate with. */
+  readonly serverCaPem: string;
+  readonly serverCaFile: string;
+  readonly adminToken: string;
+  /** The controller process's memory after a full collection. */
+  measure(): Promise<NodeJS.MemoryUsage>;
+  close(): Promise<void>;
+}
+
+/**
+ * `ultracloud host-controller` in a child process of its own (bench/agent-streams-controller.ts),
+ * watching the deployer in this process over TLS with the deployer's admin token, serving its own
+ * control-plane certificate and verifying agents against the cluster CA.
+ */
+async function separateController(input: { url: string; stateDir: string; deployerAddress: string; clusterCaFile: string; deployerTokenFile: string }): Promise<ControllerUnderTest> {
+  const dir = join(input.stateDir, 'host-controller');
+  mkdirSync(dir, { recursive: true });
+  const serverCa = await createClusterCa({ commonName: 'agent-streams host-controller CA' });
+  const cert = await issueControlPlaneCertificate(serverCa);
+  const files = { ca: join(dir, 'server-ca.pem'), cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') };
+  writeFileSync(files.ca, serverCa.certificatePem);
+  writeFileSync(files.cert, cert.certificatePem);
+  writeFileSync(files.key, cert.privateKeyPem, { mode: 0o600 });
+  const child = new LoadProcess('./agent-streams-controller.ts');
+  try {
+    await child.next('started');
+    const listening = child.next<{ address: string; adminTokenPath: string }>('listening');
+    child.send({
+      kind: 'start',
+      databaseUrl: input.url,
+      stateDir: dir,
+      certFile: files.cert,
+      keyFile: files.key,
+      clientCaFile: input.clusterCaFile,
+      flags: { ...CONTROLLER_FLAGS, deployer: input.deployerAddress, 'deployer-ca': input.clusterCaFile, 'deployer-token-file': input.deployerTokenFile, 'instance-id': 'bench-host-controller' },
+    });
+    const { address, adminTokenPath } = await listening;
+    // It refuses hellos until it has the deployer's machines.
+    for (let i = 0; i < 600 && !readFileSync(join(dir, 'server.log'), 'utf8').includes('"event":"inventory.synced"'); i++) await sleep(100);
+    return {
+      address,
+      serverCaPem: serverCa.certificatePem,
+      serverCaFile: files.ca,
+      adminToken: readFileSync(adminTokenPath, 'utf8').trim(),
+      async measure() {
+        const answer = child.next<{ memory: NodeJS.MemoryUsage }>('rss');
+        child.send({ kind: 'measure' });
+        return (await answer).memory;
+      },
+      close: () => child.close(),
+    };
+  } catch (err) {
+    await child.close();
+    throw err;
+  }
+}
+
+const CONTROLLER_FLAGS = { 'heartbeat-interval': `${HEARTBEAT_MS / 1000}s`, 'reconcile-interval': '2s' };
+
+async function controllerSide(input: { url: string; stateDir: string; agents: number; concurrency: number; sameProcess: boolean; print: (l: string) => void }): Promise<{ fanOut: FanOut; credentials: AgentCredentials[]; clusterCaPem: string; sampleBytes: number }> {
   const destination = pino.destination({ dest: join(input.stateDir, 'server.log'), sync: false, mkdir: true });
   const logger = createLogger({ level: 'info', destination: destination as unknown as NodeJS.WritableStream });
   const config: DaemonConfig = {
@@ -226,18 +296,19 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     insecureLoopback: false,
     metricsListen: undefined,
   };
-  const flags = { 'heartbeat-interval': `${HEARTBEAT_MS / 1000}s`, 'reconcile-interval': '2s' };
   const serving = await serveComponents({
-    components: [deployerComponent(flags), hostControllerComponent(flags, { sameProcessDeployer: true })],
+    components: input.sameProcess ? [deployerComponent(CONTROLLER_FLAGS), hostControllerComponent(CONTROLLER_FLAGS, { sameProcessDeployer: true })] : [deployerComponent()],
     config,
     logger,
     transport: { kind: 'cluster-ca', clientCaFile: undefined },
   });
   const address = serving.server.address;
-  const caFile = join(input.stateDir, CA_BUNDLE_FILE);
-  const caPem = readFileSync(caFile, 'utf8');
-  const channel = openChannel(address, { tls: { caFile } });
+  const clusterCaFile = join(input.stateDir, CA_BUNDLE_FILE);
+  const clusterCaPem = readFileSync(clusterCaFile, 'utf8');
+  const channel = openChannel(address, { tls: { caFile: clusterCaFile } });
   const load = new LoadProcess();
+  let controller: ControllerUnderTest | undefined;
+  let controllerChannel: ReturnType<typeof openChannel> | undefined;
   try {
     const adminToken = readFileSync(serving.adminTokenPath, 'utf8').trim();
     await createServiceClient(ClusterServiceDefinition, channel, { token: adminToken }).applyClusterState({ state: benchClusterState(), dryRun: false, expectedGeneration: 0n });
@@ -261,11 +332,16 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     input.print(`  installed ${credentials.length} nodes through the deployer in ${((now() - installStarted) / 1000).toFixed(1)} s (setup, not measured)`);
     for (const [reason, count] of refused) input.print(`  ${count} machine(s) not installed, left out: ${reason}`);
     if (credentials.length === 0) throw new Error('no node could be installed');
+
+    controller = input.sameProcess
+      ? { address, serverCaPem: clusterCaPem, serverCaFile: clusterCaFile, adminToken, measure: memory, close: async () => undefined }
+      : await separateController({ url: input.url, stateDir: input.stateDir, deployerAddress: address, clusterCaFile, deployerTokenFile: serving.adminTokenPath });
+    controllerChannel = input.sameProcess ? channel : openChannel(controller.address, { tls: { caFile: controller.serverCaFile } });
     await sleep(3_000);
 
-    const rollouts = createServiceClient(HostDeploymentServiceDefinition, channel, { token: adminToken, defaultDeadlineMs: 120_000 });
-    const before = await memory();
-    const connectSeconds = await connectAgents(load, { address, caPem, agents: credentials, concurrency: input.concurrency });
+    const rollouts = createServiceClient(HostDeploymentServiceDefinition, controllerChannel, { token: controller.adminToken, defaultDeadlineMs: 120_000 });
+    const before = await controller.measure();
+    const connectSeconds = await connectAgents(load, { address: controller.address, caPem: controller.serverCaPem, agents: credentials, concurrency: input.concurrency });
     // Until every agent's stream is recorded as connected.
     for (let i = 0; i < 60; i++) {
       const listed = await rollouts.listHostAgents({ pageSize: 1000, pageToken: '', nodeIds: [], staleOnly: false });
@@ -280,9 +356,9 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
       await sleep(1_000);
     }
     await sleep(2_000);
-    const after = await memory();
+    const after = await controller.measure();
     const growth = growthPerStream(before, after, credentials.length);
-    input.print(`  ${credentials.length} agents connected over mTLS in ${connectSeconds.toFixed(1)} s; server RSS ${(before.rss / 2 ** 20).toFixed(0)} MiB -> ${(after.rss / 2 ** 20).toFixed(0)} MiB; ${formatGrowth(growth)}`);
+    input.print(`  ${credentials.length} agents connected over mTLS in ${connectSeconds.toFixed(1)} s; host-controller RSS ${(before.rss / 2 ** 20).toFixed(0)} MiB -> ${(after.rss / 2 ** 20).toFixed(0)} MiB; ${formatGrowth(growth)}`);
 
     const received = load.next<ReceivedReport>('received');
     load.send({ kind: 'mark', mode: 'desired', timeoutMs: 120_000 });
@@ -310,11 +386,13 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     return {
       fanOut: { rssPerStreamBytes: growth.rss, memory: growth, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds },
       credentials,
-      caPem,
+      clusterCaPem,
       sampleBytes: Number(report.sampleBytes),
     };
   } finally {
     await load.close();
+    if (controllerChannel !== channel) controllerChannel?.close();
+    await controller?.close();
     channel.close();
     await serving.stop();
   }
@@ -372,9 +450,11 @@ export async function runAgentStreams(options: AgentStreamsOptions = {}): Promis
   const stateDir = await mkdtemp(join(tmpdir(), 'ultracloud-agent-streams-'));
   try {
     print(`agent-streams: N = ${agents} agents, one mTLS connection each; node ${process.version}; ${cpus().length} CPUs, load average ${loadavg()[0]?.toFixed(2)}`);
-    const controller = await controllerSide({ url: scratch.url, stateDir, agents, concurrency, print });
+    const sameProcess = options.sameProcess ?? false;
+    print(`  host-controller: ${sameProcess ? 'in this process with the deployer (ultracloud up)' : 'a process of its own (ultracloud host-controller), the deployer in this one'}`);
+    const controller = await controllerSide({ url: scratch.url, stateDir, agents, concurrency, sameProcess, print });
     print(`host-controller: ${format(controller.fanOut)}; DesiredSystem ${controller.sampleBytes} bytes`);
-    const baseline = await baselineSide({ clusterCaPem: controller.caPem, credentials: controller.credentials, payloadBytes: controller.sampleBytes || 200, concurrency });
+    const baseline = await baselineSide({ clusterCaPem: controller.clusterCaPem, credentials: controller.credentials, payloadBytes: controller.sampleBytes || 200, concurrency });
     print(`baseline (bare grpc-js bidi, one push each): ${format(baseline)}`);
     // A baseline that grew by nothing measurable gives no ratio rather than a flattering one.
     const rssRatio = baseline.rssPerStreamBytes > 0 ? controller.fanOut.rssPerStreamBytes / baseline.rssPerStreamBytes : Number.NaN;
