@@ -2,7 +2,7 @@
 // PostgreSQL turns them into records of the table's own row type (jsonb_populate_recordset):
 // a batch of thousands costs one JSON parse on the server, instead of a placeholder per column
 // per row (which kysely and pg build and bind one by one, and PostgreSQL caps at 65,535).
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, type RawBuilder, sql } from 'kysely';
 
 const bigintsAsStrings = (_key: string, value: unknown) => (typeof value === 'bigint' ? value.toString() : value);
 
@@ -50,15 +50,23 @@ export interface JsonRowsWrite {
   readonly onConflict?: { readonly columns: readonly string[]; readonly update: readonly string[] };
 }
 
-/** INSERT (or upsert) `rows` in one statement, in their order (serial ids ascend with it). Does nothing for no rows. */
-export async function writeJsonRows(db: Kysely<unknown> | { executeQuery: Kysely<unknown>['executeQuery'] }, w: JsonRowsWrite): Promise<void> {
-  if (w.rows.length === 0) return;
+/**
+ * The INSERT (or upsert) of `rows`, in their order, as a statement or a data-modifying CTE of a
+ * larger one; `when`: a condition (evaluated once) under which the rows are written at all.
+ */
+export function jsonRowsInsert(w: JsonRowsWrite, when?: RawBuilder<unknown>): RawBuilder<unknown> {
   const columns = sql.join(w.columns.map((c) => sql.id(c)));
   const selected = sql.join(w.columns.map((c) => sql.id('r', c)));
   const conflict = w.onConflict
     ? sql` ON CONFLICT (${sql.join(w.onConflict.columns.map((c) => sql.id(c)))}) DO UPDATE SET ${sql.join(w.onConflict.update.map((c) => sql`${sql.id(c)} = ${sql.id('excluded', c)}`))}`
     : sql``;
-  await sql`INSERT INTO ${sql.table(w.table)} (${columns})
-    SELECT ${selected} FROM jsonb_populate_recordset(NULL::${sql.table(w.table)}, ${jsonRows(w.rows)}::jsonb) WITH ORDINALITY AS r
-    ORDER BY r.ordinality${conflict}`.execute(db as Kysely<unknown>);
+  return sql`INSERT INTO ${sql.table(w.table)} (${columns})
+    SELECT ${selected} FROM jsonb_populate_recordset(NULL::${sql.table(w.table)}, ${jsonRows(w.rows)}::jsonb) WITH ORDINALITY AS r${when ? sql` WHERE ${when}` : sql``}
+    ORDER BY r.ordinality${conflict}`;
+}
+
+/** INSERT (or upsert) `rows` in one statement, in their order (serial ids ascend with it). Does nothing for no rows. */
+export async function writeJsonRows(db: Kysely<unknown> | { executeQuery: Kysely<unknown>['executeQuery'] }, w: JsonRowsWrite): Promise<void> {
+  if (w.rows.length === 0) return;
+  await jsonRowsInsert(w).execute(db as Kysely<unknown>);
 }

@@ -18,13 +18,14 @@ import type { MachineInventory } from './machine-inventory.js';
 import type { NodeDrainer } from './node-drainer.js';
 import { agentsLiveness, deleteInbox, isLive, takeInbox } from './store/agents.js';
 import { activationReportJson } from './store/documents.js';
-import { listDeployments, lockDeploymentVersions, plannerStateChanged, rolloutPhaseName, updatePlannerState } from './store/deployments.js';
+import { listDeployments, plannerStateChanged, rolloutPhaseName, updatePlannerState } from './store/deployments.js';
 import {
   appendEvents,
   deleteNodeRollouts,
   grantReboot,
   nodeRollouts,
   type RolloutEvent,
+  saveActivationBatch,
   saveDesiredSystems,
   saveNodeRollouts,
   setCordoned,
@@ -346,23 +347,21 @@ export class RolloutController {
   }
 
   /**
-   * Writes one deferred batch in a fenced transaction of its own, if its deployments are still as
-   * planned (same resource_version, under their row locks), then delivers it. False, with nothing
-   * written, when an operator changed one of them meanwhile.
+   * Writes one deferred batch, fenced, if its deployments are still as planned (same
+   * resource_version, under their row locks), in one statement (saveActivationBatch), then
+   * delivers it. False, with nothing written, when an operator changed one of them meanwhile.
    */
   private async writeDeferred(epoch: bigint, batch: DeferredBatch): Promise<boolean> {
-    const now = new Date();
-    const planned = new Map(batch.activations.map((a) => [a.deployment, a.resourceVersion]));
-    const written = await this.options.db.transaction().execute(async (trx) => {
-      await fence(trx, epoch, now);
-      const current = await lockDeploymentVersions(trx, [...planned.keys()]);
-      for (const [name, rv] of planned) if (current.get(name) !== rv) return false;
-      for (const [name, rows] of batch.rows) await saveNodeRollouts(trx, name, rows);
-      await saveDesiredSystems(trx, batch.activations.map((a) => a.desired), now);
-      await appendEvents(trx, batch.events);
-      return true;
+    const outcome = await saveActivationBatch(this.options.db, {
+      epoch,
+      now: new Date(),
+      planned: new Map(batch.activations.map((a) => [a.deployment, a.resourceVersion])),
+      rows: batch.rows,
+      desired: batch.activations.map((a) => a.desired),
+      events: batch.events,
     });
-    if (!written) return false;
+    if (outcome === 'deposed') throw new LeadershipLost(epoch);
+    if (outcome === 'changed') return false;
     const ids = batch.activations.map((a) => a.desired.nodeId);
     this.options.deliverLocally(ids, new Map(batch.activations.map((a) => [a.desired.nodeId, { desired: a.desired, rebootGrantDeadline: undefined, rebootGrantBootId: '' }])));
     void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(ids)));

@@ -153,13 +153,6 @@ export async function updatePlannerState(db: HostsDb, d: DeploymentState, now: D
     .execute();
 }
 
-/** The resource_version of each named deployment, row-locked until the transaction ends (absent: deleted). */
-export async function lockDeploymentVersions(db: HostsDb, names: readonly string[]): Promise<Map<string, bigint>> {
-  if (names.length === 0) return new Map();
-  const rows = await db.selectFrom('host_deployments').select(['name', 'resource_version']).where('name', 'in', [...names]).orderBy('name').forUpdate().execute();
-  return new Map(rows.map((r) => [r.name, r.resource_version]));
-}
-
 export function plannerStateChanged(before: DeploymentState, after: DeploymentState): boolean {
   return (
     before.budgetPaused !== after.budgetPaused ||

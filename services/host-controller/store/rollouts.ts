@@ -2,7 +2,7 @@
 import { ActivationFailureReason, type DesiredSystem } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import { type NodeRollout, phaseFromName, phaseName } from '../domain/node-rollout.js';
 import { sql } from 'kysely';
-import { writeJsonRows } from '../../../lib/db/json-rows.js';
+import { type JsonRowsWrite, jsonRowsInsert, writeJsonRows } from '../../../lib/db/json-rows.js';
 import { desiredSystemJson } from './documents.js';
 import type { DesiredSystemsTable, HostsDb, JsonDocument, NodeRolloutsTable, RolloutEventsTable, Selectable } from './tables.js';
 
@@ -94,14 +94,13 @@ const NODE_ROLLOUT_COLUMNS = [
   'phase_changed_at',
 ] as const satisfies readonly (keyof NodeRolloutsTable)[];
 
+function nodeRolloutsWrite(rows: readonly NodeRolloutsTable[]): JsonRowsWrite {
+  return { table: 'node_rollouts', columns: NODE_ROLLOUT_COLUMNS, rows, onConflict: { columns: ['deployment', 'node_id'], update: NODE_ROLLOUT_COLUMNS.slice(2) } };
+}
+
 /** Upserts node entries, all in one statement. */
 export async function saveNodeRollouts(db: HostsDb, deployment: string, rows: readonly NodeRollout[]): Promise<void> {
-  await writeJsonRows(db, {
-    table: 'node_rollouts',
-    columns: NODE_ROLLOUT_COLUMNS,
-    rows: rows.map((r) => nodeRolloutRow(deployment, r)),
-    onConflict: { columns: ['deployment', 'node_id'], update: NODE_ROLLOUT_COLUMNS.slice(2) },
-  });
+  await writeJsonRows(db, nodeRolloutsWrite(rows.map((r) => nodeRolloutRow(deployment, r))));
 }
 
 export async function deleteNodeRollouts(db: HostsDb, deployment: string, nodeIds: readonly string[]): Promise<void> {
@@ -156,15 +155,19 @@ export function desiredSystemDocuments(desired: readonly DesiredSystem[]): JsonD
   });
 }
 
-/** Hands each node its new desired system (an outstanding reboot grant ends with it), in one statement. */
-export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
+function desiredSystemsWrite(desired: readonly DesiredSystem[], now: Date): JsonRowsWrite {
   const documents = desiredSystemDocuments(desired);
-  await writeJsonRows(db, {
+  return {
     table: 'desired_systems',
     columns: DESIRED_SYSTEM_COLUMNS,
     rows: desired.map((d, i) => ({ node_id: d.nodeId, deployment: d.deployment, revision: d.revision, desired: documents[i], reboot_grant_deadline: null, reboot_grant_boot_id: '', decided_at: now, updated_at: now })),
     onConflict: { columns: ['node_id'], update: DESIRED_SYSTEM_COLUMNS.slice(1) },
-  });
+  };
+}
+
+/** Hands each node its new desired system (an outstanding reboot grant ends with it), in one statement. */
+export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
+  await writeJsonRows(db, desiredSystemsWrite(desired, now));
 }
 
 export async function grantReboot(db: HostsDb, nodeId: string, deadline: Date, bootId: string, now: Date): Promise<void> {
@@ -209,13 +212,65 @@ export const PHASE_EVENT_KINDS: ReadonlySet<string> = new Set(['node.phase', 'de
 
 const EVENT_COLUMNS = ['at', 'deployment', 'revision', 'node_id', 'kind', 'from_phase', 'to_phase', 'message', 'replica'] as const satisfies readonly (keyof RolloutEventsTable)[];
 
-/** Appends events in the given order (ids ascend with it), in one statement. */
-export async function appendEvents(db: HostsDb, events: readonly RolloutEvent[]): Promise<void> {
-  await writeJsonRows(db, {
+function eventsWrite(events: readonly RolloutEvent[]): JsonRowsWrite {
+  return {
     table: 'rollout_events',
     columns: EVENT_COLUMNS,
     rows: events.map((e) => ({ at: e.at, deployment: e.deployment, revision: e.revision, node_id: e.nodeId, kind: e.kind, from_phase: e.fromPhase, to_phase: e.toPhase, message: e.message, replica: e.replica })),
-  });
+  };
+}
+
+/** Appends events in the given order (ids ascend with it), in one statement. */
+export async function appendEvents(db: HostsDb, events: readonly RolloutEvent[]): Promise<void> {
+  await writeJsonRows(db, eventsWrite(events));
+}
+
+// ---- a batch of activations -------------------------------------------------------------------
+
+export interface ActivationBatch {
+  /** The leader's epoch: nothing is written unless it still leads. */
+  readonly epoch: bigint;
+  readonly now: Date;
+  /** Each deployment's resource_version the batch was planned from: nothing is written unless all still hold. */
+  readonly planned: ReadonlyMap<string, bigint>;
+  /** Node entries by deployment. */
+  readonly rows: ReadonlyMap<string, readonly NodeRollout[]>;
+  readonly desired: readonly DesiredSystem[];
+  readonly events: readonly RolloutEvent[];
+}
+
+/**
+ * Writes a batch of activations decided by an earlier tick — node entries, desired systems,
+ * events — in one statement, so the database writes it while the leader's thread sends the
+ * previous batch (a transaction of seven round trips would wait for that thread at each).
+ * Fenced as a transaction would be: the statement updates the leader row only for `epoch`, locks
+ * the deployments' rows and compares their resource_versions, and its inserts are conditional
+ * on both; all of it sees one snapshot, and a concurrent new leader or operator change either
+ * commits first (the checks re-read the latest row and fail) or waits for this statement.
+ * 'written', 'deposed' (another leader), or 'changed' (a deployment changed since planning).
+ */
+export async function saveActivationBatch(db: HostsDb, b: ActivationBatch): Promise<'written' | 'deposed' | 'changed'> {
+  const planned = JSON.stringify([...b.planned].map(([name, version]) => ({ name, version: version.toString() })));
+  const nodeRows = [...b.rows].flatMap(([deployment, rows]) => rows.map((r) => nodeRolloutRow(deployment, r)));
+  const when = sql`(SELECT fenced AND current FROM guard)`;
+  const writes = [
+    ...(nodeRows.length > 0 ? [sql`node_entries AS (${jsonRowsInsert(nodeRolloutsWrite(nodeRows), when)})`] : []),
+    ...(b.desired.length > 0 ? [sql`desired AS (${jsonRowsInsert(desiredSystemsWrite(b.desired, b.now), when)})`] : []),
+    ...(b.events.length > 0 ? [sql`events AS (${jsonRowsInsert(eventsWrite(b.events), when)})`] : []),
+  ];
+  const r = await sql<{ fenced: boolean; current: boolean }>`WITH
+    fence AS (UPDATE ${sql.table('controller_leader')} SET renewed_at = ${b.now} WHERE id = 1 AND epoch = ${b.epoch} RETURNING 1),
+    planned AS (SELECT p.name, p.version::int8 AS version FROM jsonb_to_recordset(${planned}::jsonb) AS p(name text, version text)),
+    locked AS (SELECT d.name, d.resource_version FROM ${sql.table('host_deployments')} AS d WHERE d.name IN (SELECT name FROM planned) ORDER BY d.name FOR UPDATE),
+    guard AS (SELECT
+      (SELECT count(*) FROM fence) = 1 AS fenced,
+      (SELECT count(*) FROM planned JOIN locked ON locked.name = planned.name AND locked.resource_version = planned.version) = (SELECT count(*) FROM planned) AS current)${writes.length > 0 ? sql`,
+    ${sql.join(writes, sql`,
+    `)}` : sql``}
+    SELECT fenced, current FROM guard`.execute(db);
+  const row = r.rows[0];
+  if (!row?.fenced) return 'deposed';
+  return row.current ? 'written' : 'changed';
 }
 
 export async function listEvents(db: HostsDb, query: { deployment?: string; nodeId?: string; afterId?: bigint; limit?: number } = {}): Promise<(RolloutEvent & { id: bigint })[]> {
