@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
-import type { DaemonConfig } from '../lib/config/daemon.js';
 import { createLogger } from '../lib/log.js';
 import { serveComponents, type ServingProcess } from '../lib/serve.js';
 import { hostControllerComponent } from '../services/host-controller/component.js';
+import { benchDaemonConfig } from './daemon-config.js';
 
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
@@ -41,17 +41,7 @@ let serving: ServingProcess | undefined;
 async function start(m: ControllerStart): Promise<{ address: string; adminTokenPath: string }> {
   const destination = pino.destination({ dest: join(m.stateDir, 'server.log'), sync: false, mkdir: true });
   const logger = createLogger({ level: 'info', destination: destination as unknown as NodeJS.WritableStream });
-  const config: DaemonConfig = {
-    listen: { host: '127.0.0.1', port: 0 },
-    stateDir: m.stateDir,
-    databaseUrl: m.databaseUrl,
-    logLevel: 'info',
-    tlsCertFile: m.certFile,
-    tlsKeyFile: m.keyFile,
-    tlsCaFile: m.clientCaFile,
-    insecureLoopback: false,
-    metricsListen: undefined,
-  };
+  const config = benchDaemonConfig({ stateDir: m.stateDir, databaseUrl: m.databaseUrl, tls: { certFile: m.certFile, keyFile: m.keyFile, caFile: m.clientCaFile } });
   serving = await serveComponents({
     components: [hostControllerComponent(m.flags)],
     config,

@@ -26,7 +26,6 @@ import { ClusterServiceDefinition } from '../gen/ts/ultracloud/deployer/v1/clust
 import { ClusterState } from '../gen/ts/ultracloud/deployer/v1/cluster_state.js';
 import { HostDeploymentServiceDefinition } from '../gen/ts/ultracloud/host/v1/host_deployment_service.js';
 import { HostDeployment } from '../gen/ts/ultracloud/system/v1/system.js';
-import type { DaemonConfig } from '../lib/config/daemon.js';
 import { createServiceClient, openChannel } from '../lib/grpc/client.js';
 import { createLogger } from '../lib/log.js';
 import { createClusterCa, issueControlPlaneCertificate } from '../lib/pki/index.js';
@@ -36,6 +35,7 @@ import { hostControllerComponent } from '../services/host-controller/component.j
 import { machineInventory, optiplexFacts, SimulatedInstaller } from '../test/helpers/simulated-installer.js';
 import type { AgentCredentials, ReceivedReport } from './agent-streams-load.js';
 import { benchDatabaseUrl } from './bootstrap-storm.js';
+import { benchDaemonConfig } from './daemon-config.js';
 
 export const RSS_RATIO_GOAL = 1.5;
 export const P99_RATIO_GOAL = 2;
@@ -285,17 +285,7 @@ const CONTROLLER_FLAGS = { 'heartbeat-interval': `${HEARTBEAT_MS / 1000}s`, 'rec
 async function controllerSide(input: { url: string; stateDir: string; agents: number; concurrency: number; sameProcess: boolean; print: (l: string) => void }): Promise<{ fanOut: FanOut; credentials: AgentCredentials[]; clusterCaPem: string; sampleBytes: number }> {
   const destination = pino.destination({ dest: join(input.stateDir, 'server.log'), sync: false, mkdir: true });
   const logger = createLogger({ level: 'info', destination: destination as unknown as NodeJS.WritableStream });
-  const config: DaemonConfig = {
-    listen: { host: '127.0.0.1', port: 0 },
-    stateDir: input.stateDir,
-    databaseUrl: input.url,
-    logLevel: 'info',
-    tlsCertFile: undefined,
-    tlsKeyFile: undefined,
-    tlsCaFile: undefined,
-    insecureLoopback: false,
-    metricsListen: undefined,
-  };
+  const config = benchDaemonConfig({ stateDir: input.stateDir, databaseUrl: input.url });
   const serving = await serveComponents({
     components: input.sameProcess ? [deployerComponent(CONTROLLER_FLAGS), hostControllerComponent(CONTROLLER_FLAGS, { sameProcessDeployer: true })] : [deployerComponent()],
     config,

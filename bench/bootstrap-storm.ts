@@ -15,9 +15,9 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { ClusterServiceDefinition } from '../gen/ts/ultracloud/deployer/v1/cluster_service.js';
 import { ClusterState } from '../gen/ts/ultracloud/deployer/v1/cluster_state.js';
-import type { DaemonConfig } from '../lib/config/daemon.js';
 import { createServiceClient, openChannel } from '../lib/grpc/client.js';
 import { createLogger } from '../lib/log.js';
+import { benchDaemonConfig } from './daemon-config.js';
 import { serveComponents } from '../lib/serve.js';
 import { deployerComponent, JOIN_TOKEN_FILE } from '../services/deployer/component.js';
 import { BASELINE_SERVICE, baselineWarmupCalls, type LatencySummary, RPCS_PER_MACHINE, runLoad } from './storm-clients.js';
@@ -127,17 +127,7 @@ async function stormDeployer(input: { url: string; stateDir: string; machines: n
   const logPath = join(input.stateDir, 'deployer.log');
   const destination = pino.destination({ dest: logPath, sync: false, mkdir: true });
   const logger = createLogger({ level: 'info', destination: destination as unknown as NodeJS.WritableStream });
-  const config: DaemonConfig = {
-    listen: { host: '127.0.0.1', port: 0 },
-    stateDir: input.stateDir,
-    databaseUrl: input.url,
-    logLevel: 'info',
-    tlsCertFile: undefined,
-    tlsKeyFile: undefined,
-    tlsCaFile: undefined,
-    insecureLoopback: true,
-    metricsListen: undefined,
-  };
+  const config = benchDaemonConfig({ stateDir: input.stateDir, databaseUrl: input.url, insecureLoopback: true });
   const serving = await serveComponents({ components: [deployerComponent()], config, logger });
   const channel = openChannel(serving.server.address);
   try {
