@@ -122,13 +122,24 @@ async function connectAll(cmd: ConnectCommand): Promise<void> {
     }
   };
   await Promise.all(Array.from({ length: cmd.concurrency }, worker));
+  // Each agent heartbeats every interval from its own start, as the nix-agent does from its
+  // stream's acknowledgement, so the fleet's heartbeats are spread over the interval rather than
+  // sent by all agents in the same instant (a burst of N messages each way that no real fleet
+  // makes, and that would land in some fan-out measurements and not in others).
+  const slots = Math.max(1, Math.round(cmd.heartbeatMs / HEARTBEAT_SLOT_MS));
+  let slot = 0;
   heartbeat = setInterval(() => {
-    for (const a of agents) {
+    for (let i = slot; i < agents.length; i += slots) {
+      const a = agents[i] as Agent;
       a.call.write(Buffer.from(ConnectRequest.encode({ sequence: a.sequence++, payload: { $case: 'heartbeat', value: { sentAt: new Date(), systemState: 'running' } } }).finish()));
     }
-  }, cmd.heartbeatMs);
+    slot = (slot + 1) % slots;
+  }, cmd.heartbeatMs / slots);
   heartbeat.unref();
 }
+
+/** The heartbeats of agents whose turn falls within this many milliseconds are sent together. */
+const HEARTBEAT_SLOT_MS = 100;
 
 function mark(cmd: MarkCommand): Promise<ReceivedReport> {
   return new Promise((resolve) => {
