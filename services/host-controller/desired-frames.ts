@@ -4,8 +4,7 @@
 // health check, rollback policy, substituters, creation time — is encoded once and each node's
 // message is its own fields followed by those bytes. Protobuf readers take fields in any order,
 // so the result decodes to exactly the message the generated encoder would have produced.
-import type { DesiredSystem } from '../../gen/ts/ultracloud/system/v1/system.js';
-import { DesiredSystem as DesiredSystemCodec } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { DesiredSystem } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { EncodedMessage } from '../../lib/grpc/direct-stream.js';
 
 /** Field tags (number << 3 | wire type 2, one byte each) of the per-node fields and of ConnectResponse.desired_system. */
@@ -61,7 +60,7 @@ export class DesiredSystemFrames {
         rollbackPolicy: d.rollbackPolicy,
         substituters: d.substituters,
         createdAt: d.createdAt?.getTime(),
-        bytes: DesiredSystemCodec.encode(shared).finish(),
+        bytes: DesiredSystem.encode(shared).finish(),
       };
       this.template = t;
     }
