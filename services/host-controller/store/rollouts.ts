@@ -2,7 +2,7 @@
 import { ActivationFailureReason, type DesiredSystem } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import { type NodeRollout, phaseFromName, phaseName } from '../domain/node-rollout.js';
 import { sql } from 'kysely';
-import { type JsonRowsWrite, jsonRowsInsert, writeJsonRows } from '../../../lib/db/json-rows.js';
+import { type JsonRowsWrite, jsonRows, jsonRowsInsert, writeJsonRows } from '../../../lib/db/json-rows.js';
 import { desiredSystemJson } from './documents.js';
 import type { DesiredSystemsTable, HostsDb, JsonDocument, NodeRolloutsTable, RolloutEventsTable, Selectable } from './tables.js';
 
@@ -250,7 +250,7 @@ export interface ActivationBatch {
  * 'written', 'deposed' (another leader), or 'changed' (a deployment changed since planning).
  */
 export async function saveActivationBatch(db: HostsDb, b: ActivationBatch): Promise<'written' | 'deposed' | 'changed'> {
-  const planned = JSON.stringify([...b.planned].map(([name, version]) => ({ name, version: version.toString() })));
+  const planned = jsonRows([...b.planned].map(([name, version]) => ({ name, version })));
   const nodeRows = [...b.rows].flatMap(([deployment, rows]) => rows.map((r) => nodeRolloutRow(deployment, r)));
   const when = sql`(SELECT fenced AND current FROM guard)`;
   const writes = [
