@@ -5,26 +5,15 @@
 // short acknowledgement, so the agents know their stream is up without waiting out a grace. IPC: `start` → `listening` (port, CA); `measure` → `rss`; `push` → `pushed`
 // (the wall-clock time the pushes began); `close`.
 import { randomBytes } from 'node:crypto';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import * as grpc from '@grpc/grpc-js';
 import { createClusterCa, issueTlsCertificate } from '../lib/pki/index.js';
+import { collectedMemory } from './collected-memory.js';
 
-setFlagsFromString('--expose-gc');
-const collectGarbage = runInNewContext('gc') as () => void;
 
 const identity = (b: Buffer): Buffer => b;
 const HELLO_ACK = Buffer.alloc(16);
 const calls: grpc.ServerDuplexStream<Buffer, Buffer>[] = [];
 let server: grpc.Server | undefined;
-
-async function memory(): Promise<NodeJS.MemoryUsage> {
-  for (let i = 0; i < 3; i++) {
-    collectGarbage();
-    await new Promise((r) => setImmediate(r));
-  }
-  return process.memoryUsage();
-}
 
 async function start(clusterCaPem: string): Promise<{ port: number; caPem: string }> {
   const ca = await createClusterCa({ commonName: 'agent-streams baseline CA' });
@@ -51,7 +40,7 @@ process.on('message', (m: { kind: string; clusterCaPem?: string; bytes?: number 
   void (async () => {
     try {
       if (m.kind === 'start') process.send?.({ kind: 'listening', ...(await start(m.clusterCaPem ?? '')) });
-      else if (m.kind === 'measure') process.send?.({ kind: 'rss', memory: await memory(), streams: calls.length });
+      else if (m.kind === 'measure') process.send?.({ kind: 'rss', memory: await collectedMemory(), streams: calls.length });
       else if (m.kind === 'push') {
         const payload = randomBytes(m.bytes ?? 0);
         const at = performance.timeOrigin + performance.now();

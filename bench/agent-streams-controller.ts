@@ -5,24 +5,13 @@
 // certificates verified against the cluster CA. IPC: `start` → `listening` (address, admin
 // token file); `measure` → `rss` (after a full collection); `close`.
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
 import { createLogger } from '../lib/log.js';
 import { serveComponents, type ServingProcess } from '../lib/serve.js';
 import { hostControllerComponent } from '../services/host-controller/component.js';
 import { benchDaemonConfig } from './daemon-config.js';
+import { collectedMemory } from './collected-memory.js';
 
-setFlagsFromString('--expose-gc');
-const collectGarbage = runInNewContext('gc') as () => void;
-
-async function memory(): Promise<NodeJS.MemoryUsage> {
-  for (let i = 0; i < 3; i++) {
-    collectGarbage();
-    await new Promise((r) => setImmediate(r));
-  }
-  return process.memoryUsage();
-}
 
 export interface ControllerStart {
   readonly kind: 'start';
@@ -55,7 +44,7 @@ process.on('message', (m: { kind: string }) => {
   void (async () => {
     try {
       if (m.kind === 'start') process.send?.({ kind: 'listening', ...(await start(m as ControllerStart)) });
-      else if (m.kind === 'measure') process.send?.({ kind: 'rss', memory: await memory() });
+      else if (m.kind === 'measure') process.send?.({ kind: 'rss', memory: await collectedMemory() });
       else {
         await serving?.stop();
         process.exit(0);

@@ -18,8 +18,6 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import pg from 'pg';
 import { pino } from 'pino';
 import { ClusterServiceDefinition } from '../gen/ts/ultracloud/deployer/v1/cluster_service.js';
@@ -36,6 +34,7 @@ import { machineInventory, optiplexFacts, SimulatedInstaller } from '../test/hel
 import type { AgentCredentials, ReceivedReport } from './agent-streams-load.js';
 import { benchDatabaseUrl } from './bootstrap-storm.js';
 import { benchDaemonConfig } from './daemon-config.js';
+import { collectedMemory } from './collected-memory.js';
 
 export const RSS_RATIO_GOAL = 1.5;
 export const P99_RATIO_GOAL = 2;
@@ -90,17 +89,6 @@ function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
 }
-
-// A full collection before each reading, so RSS differences are live memory, not garbage.
-setFlagsFromString('--expose-gc');
-const collectGarbage = runInNewContext('gc') as () => void;
-const memory = async (): Promise<NodeJS.MemoryUsage> => {
-  for (let i = 0; i < 3; i++) {
-    collectGarbage();
-    await new Promise((r) => setImmediate(r));
-  }
-  return process.memoryUsage();
-};
 
 /** Per stream, where the growth between two readings is: V8's heap, buffers it tracks, the rest. */
 function growthPerStream(before: NodeJS.MemoryUsage, after: NodeJS.MemoryUsage, streams: number): MemoryGrowth {
@@ -324,7 +312,7 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     if (credentials.length === 0) throw new Error('no node could be installed');
 
     controller = input.sameProcess
-      ? { address, serverCaPem: clusterCaPem, serverCaFile: clusterCaFile, adminToken, measure: memory, close: async () => undefined }
+      ? { address, serverCaPem: clusterCaPem, serverCaFile: clusterCaFile, adminToken, measure: collectedMemory, close: async () => undefined }
       : await separateController({ url: input.url, stateDir: input.stateDir, deployerAddress: address, clusterCaFile, deployerTokenFile: serving.adminTokenPath });
     controllerChannel = input.sameProcess ? channel : openChannel(controller.address, { tls: { caFile: controller.serverCaFile } });
     await sleep(3_000);
