@@ -6,9 +6,10 @@
 import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect, type Dialect } from 'kysely';
+import { Kysely, PostgresDialect, type Dialect, type PostgresCursor, type PostgresPool, type PostgresPoolClient, type PostgresQueryResult } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg, { type CustomTypesConfig } from 'pg';
+import { preparedStatementName } from './statement-cache.js';
 
 export type DatabaseKind = 'postgres' | 'pglite';
 
@@ -134,7 +135,41 @@ async function openPostgres<DB>(url: string, options: DatabaseOptions): Promise<
     await pool.end().catch(() => undefined);
     throw new Error(`cannot connect to PostgreSQL at ${redactUrl(url)}: ${errorMessage(error)}`, { cause: error });
   }
-  return wrap<DB>('postgres', new PostgresDialect({ pool }));
+  return wrap<DB>('postgres', new PostgresDialect({ pool: namingPool(pool) }));
+}
+
+/**
+ * The pool as kysely sees it: a statement a StatementCache named (see `preparedStatementName`)
+ * runs as that named prepared statement, so each connection parses it once; every other statement
+ * runs unnamed, as pg would run it. One wrapper per pg client, since kysely keys its connection
+ * objects by client.
+ */
+function namingPool(pool: pg.Pool): PostgresPool {
+  const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
+  const wrap = (client: pg.PoolClient): PostgresPoolClient => {
+    function query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>>;
+    function query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
+    function query<R>(sqlOrCursor: string | PostgresCursor<R>, parameters?: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
+      if (typeof sqlOrCursor !== 'string') return client.query(sqlOrCursor as unknown as pg.Submittable) as unknown as PostgresCursor<R>;
+      const name = preparedStatementName(sqlOrCursor);
+      const values = parameters === undefined ? [] : [...parameters];
+      const config: pg.QueryConfig = name === undefined ? { text: sqlOrCursor, values } : { name, text: sqlOrCursor, values };
+      return client.query(config) as unknown as Promise<PostgresQueryResult<R>>;
+    }
+    return { query, release: (destroy?: boolean) => client.release(destroy) };
+  };
+  return {
+    async connect() {
+      const client = await pool.connect();
+      let wrapper = wrappers.get(client);
+      if (wrapper === undefined) {
+        wrapper = wrap(client);
+        wrappers.set(client, wrapper);
+      }
+      return wrapper;
+    },
+    end: () => pool.end(),
+  };
 }
 
 function redactUrl(url: string): string {

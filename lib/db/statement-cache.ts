@@ -6,9 +6,28 @@
 //
 // The contract: everything that changes the SQL text (which columns are set, how many rows,
 // which optional CTEs) must be in the key; everything else must come from `param(name)`.
+//
+// On a PostgreSQL server each cached statement also runs as a named prepared statement: its text
+// starts with a comment that names it (a digest of the text), and the pool kysely is given
+// (lib/db/database.ts) passes that name to pg. The server then parses and analyses the statement
+// once per connection instead of on every call, and may keep a generic plan for it. PGlite runs the
+// text as it is; the comment changes nothing there.
+import { createHash } from 'node:crypto';
 import { type Compilable, CompiledQuery, type Kysely, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
 
 const PLACEHOLDER_PREFIX = '\u0000ultracloud-param:';
+const NAME_PREFIX = '/* ultracloud:prepare ';
+const NAME_SUFFIX = ' */ ';
+
+/**
+ * The prepared-statement name a StatementCache gave this SQL text, or undefined when the text did
+ * not come from one (anything else runs as an unnamed statement, parsed on every call).
+ */
+export function preparedStatementName(sql: string): string | undefined {
+  if (!sql.startsWith(NAME_PREFIX)) return undefined;
+  const end = sql.indexOf(NAME_SUFFIX, NAME_PREFIX.length);
+  return end < 0 ? undefined : sql.slice(NAME_PREFIX.length, end);
+}
 
 type Slot = { readonly name: string } | { readonly value: unknown };
 
@@ -61,5 +80,7 @@ function prepare(compiled: CompiledQuery<unknown>): Prepared {
     if (typeof value === 'string' && value.startsWith(PLACEHOLDER_PREFIX)) return { name: value.slice(PLACEHOLDER_PREFIX.length) };
     return { value };
   });
-  return { sql: compiled.sql, slots };
+  // The same text always gets the same name, so every connection and every cache agree on it.
+  const name = `uc_${createHash('sha256').update(compiled.sql).digest('hex').slice(0, 24)}`;
+  return { sql: `${NAME_PREFIX}${name}${NAME_SUFFIX}${compiled.sql}`, slots };
 }

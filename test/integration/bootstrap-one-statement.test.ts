@@ -229,7 +229,7 @@ if (postgres && !postgres.available) {
     });
     const machine = installer(replica);
     const mine = (values: unknown[]) => values.some((v) => v === machine.machineId || (typeof v === 'string' && [machine.sessionSecret, machine.installToken].some((token) => token !== '' && v === hashToken(token))));
-    const lookUps = () => seen.filter((q) => mine(q.values) && /^select "machine_id"(, "install_token_expires_at")? from "[a-z_]+"\."machines" where "(session_secret|install_token)_hash" = \$1$/.test(q.text));
+    const lookUps = () => seen.filter((q) => mine(q.values) && /^(\/\* ultracloud:prepare uc_[0-9a-f]{24} \*\/ )?select "machine_id"(, "install_token_expires_at")? from "[a-z_]+"\."machines" where "(session_secret|install_token)_hash" = \$1$/.test(q.text));
     const snapshots = () => seen.filter((q) => mine(q.values) && q.text.includes('"assignment_json"'));
 
     await machine.discover();

@@ -14,6 +14,7 @@ import {
   type NamedServiceMigration,
 } from '../../lib/db/index.js';
 import { jsonRows, writeJsonRows } from '../../lib/db/json-rows.js';
+import { preparedStatementName, StatementCache } from '../../lib/db/statement-cache.js';
 import { storageTest } from '../helpers/databases.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -388,6 +389,51 @@ storageTest('writeJsonRows inserts and upserts many rows in one statement, in or
   await writeJsonRows(scoped, { table: 'entries', columns: ['node'], rows: [] });
   await t.throwsAsync(writeJsonRows(scoped, { table: 'entries', columns: ['node', 'revision', 'at', 'doc'], rows: [{ node: 'ok', revision: 1n, at, doc: {} }, { node: 'bad', revision: 'not a number', at, doc: {} }] }));
   t.is((await scoped.selectFrom('entries').select('node').execute()).length, 1001);
+});
+
+storageTest('cached statements bind values by name; on the server each runs as one named prepared statement per connection', async (t, db, target) => {
+  await sql`create table counters (id int primary key, value int8 not null)`.execute(db);
+  const counters = db as unknown as Kysely<CounterTable>;
+  const cache = new StatementCache();
+  const bump = (id: number, by: bigint) =>
+    cache.execute<{ value: bigint }, CounterTable>(counters, 'bump', (p) =>
+      counters
+        .insertInto('counters')
+        .values({ id: p('id'), value: p('by') })
+        .onConflict((oc) => oc.column('id').doUpdateSet((eb) => ({ value: eb('counters.value', '+', eb.ref('excluded.value')) })))
+        .returning('value'),
+    { id, by });
+  const values: bigint[] = [];
+  for (let i = 0; i < 12; i++) values.push((await bump(i % 2, BigInt(i))).rows[0]?.value ?? -1n);
+  t.deepEqual(values, [0n, 1n, 2n, 4n, 6n, 9n, 12n, 16n, 20n, 25n, 30n, 36n]);
+  t.is(cache.size, 1);
+  await t.throwsAsync(cache.execute(counters, 'bump', () => t.fail('built twice') as never, { id: 1 }), { message: 'statement bump: no value for parameter by' });
+
+  // Inside a transaction the statement runs on the transaction's connection, and a rollback undoes it.
+  await t.throwsAsync(
+    counters.transaction().execute(async (trx) => {
+      await cache.execute(trx, 'bump', () => t.fail('built twice') as never, { id: 0, by: 100n });
+      throw new Error('roll back');
+    }),
+    { message: 'roll back' },
+  );
+  t.deepEqual(await counters.selectFrom('counters').select(['id', 'value']).orderBy('id').execute(), [{ id: 0, value: 30n }, { id: 1, value: 36n }]);
+
+  if (target === 'postgres') {
+    // Every connection that ran it holds it prepared under the name its text carries.
+    const prepared = await counters.connection().execute(async (conn) => {
+      await cache.execute(conn, 'bump', () => t.fail('built twice') as never, { id: 0, by: 0n });
+      return sql<{ name: string; statement: string }>`select name, statement from pg_prepared_statements`.execute(conn);
+    });
+    const names = prepared.rows.map((r) => r.name);
+    t.is(names.length, 1, names.join(', '));
+    t.regex(names[0] ?? '', /^uc_[0-9a-f]{24}$/);
+    t.is(preparedStatementName(prepared.rows[0]?.statement ?? ''), names[0]);
+    t.true(prepared.rows[0]?.statement.includes('insert into "counters"'));
+  }
+  // Statements from anywhere else carry no name.
+  t.is(preparedStatementName('select 1'), undefined);
+  t.is(preparedStatementName('/* ultracloud:prepare unterminated'), undefined);
 });
 
 // ---------------------------------------------------------------------------------------------
