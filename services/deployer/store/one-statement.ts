@@ -77,7 +77,9 @@ function isSqlExpression(v: unknown): boolean {
 
 /** The machine owning this DMI UUID or any of these MACs (not locked), and the cluster generation. */
 export async function findByIdentity(db: DeployerDb, systemUuid: string | undefined, macs: readonly string[]): Promise<{ row: MachineRow | undefined; clusterGeneration: bigint | undefined }> {
-  // One row always comes back: the generation, joined with the machine when there is one.
+  // One row always comes back: the generation, joined with the machine when there is one. The
+  // candidates are a union of two index look-ups (DMI UUID, MACs): written as `system_uuid = … OR
+  // machine_id IN (…)` the planner can only scan every machine.
   const r = await statements.execute<Selectable<MachinesTable> & { cluster_generation: bigint | string | null }, DeployerDatabase>(
     db,
     'findByIdentity',
@@ -86,8 +88,10 @@ export async function findByIdentity(db: DeployerDb, systemUuid: string | undefi
       (SELECT (SELECT generation FROM ${sql.table('cluster_state')} WHERE id = 1) AS cluster_generation) AS g
       LEFT JOIN LATERAL (
         SELECT * FROM ${sql.table('machines')}
-        WHERE system_uuid = ${p('uuid')}
-           OR machine_id IN (SELECT machine_id FROM ${sql.table('machine_macs')} WHERE mac = ANY(${p('macs')}::text[]))
+        WHERE machine_id IN (
+          SELECT machine_id FROM ${sql.table('machines')} WHERE system_uuid = ${p('uuid')}
+          UNION ALL
+          SELECT machine_id FROM ${sql.table('machine_macs')} WHERE mac = ANY(${p('macs')}::text[]))
         ORDER BY system_uuid IS NOT DISTINCT FROM ${p('uuid')} DESC, machine_id
         LIMIT 1
       ) AS m ON true`,
