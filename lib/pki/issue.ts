@@ -1,9 +1,8 @@
 // Credential issuance: the per-node bundle of BootstrapSecrets (SSH host key and mTLS certificate)
 // and the control plane's own server certificate, all signed by the cluster CA.
-import { createHash, generateKeyPair, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { createECDH, createHash, generateKeyPairSync, randomBytes, sign, webcrypto } from 'node:crypto';
 import { promisify } from 'node:util';
 
-const generateKeyPairAsync = promisify(generateKeyPair);
 const signAsync = promisify(sign);
 import { isIP } from 'node:net';
 import { InvalidArgumentError, type FieldViolation } from '../errors.js';
@@ -138,10 +137,8 @@ export async function issueTlsCertificate(ca: ClusterCa, request: TlsCertificate
   const now = (request.now ?? new Date()).getTime();
   const notBefore = certificateTime(now - NOT_BEFORE_BACKDATE_MS);
   const notAfter = certificateTime(now + (request.validityDays ?? DEFAULT_LEAF_VALIDITY_DAYS) * DAY_MS);
-  // Key generation, encoding and the CA's signature run on libuv's thread pool: issuing a node's
-  // credentials leaves the server's thread to its callers.
-  const keys = await generateKeyPairAsync('ec', { namedCurve: 'prime256v1', publicKeyEncoding: { type: 'spki', format: 'der' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-  const spki = keys.publicKey;
+  const key = generateP256Key();
+  const spki = key.spki;
   const serialNumber = randomSerialNumber();
   const usages = request.extendedKeyUsages ?? ['serverAuth', 'clientAuth'];
 
@@ -173,18 +170,53 @@ export async function issueTlsCertificate(ca: ClusterCa, request: TlsCertificate
       ),
     ),
   );
+  // The CA's signature runs on libuv's thread pool, off the server's thread.
   const signature = await signAsync('sha256', tbsCertificate, { key: ca.privateKey, dsaEncoding: 'der' });
   const certificate = der.sequence(tbsCertificate, ECDSA_WITH_SHA256, der.bitString(signature));
   return {
     certificatePem: pem('CERTIFICATE', certificate, 64),
-    privateKeyPem: keys.privateKey,
+    privateKeyPem: key.pkcs8Pem,
     serialNumber,
     notBefore,
     notAfter,
   };
 }
 
+/**
+ * A fresh P-256 key pair as the certificate's SubjectPublicKeyInfo and the private key's PKCS#8
+ * PEM, both written here. Node's generateKeyPair with encodings hands both to OpenSSL 3's
+ * encoders, which take 250-300 µs of the calling thread per key pair even when the key itself is
+ * generated on the thread pool; ECDH's key generation (the same EC key generation) and these two
+ * fixed DER shapes take about 35 µs. The tests check that OpenSSL reads both back and writes the
+ * same bytes.
+ */
+function generateP256Key(): { spki: Buffer; pkcs8Pem: string } {
+  const ecdh = createECDH('prime256v1');
+  const point = ecdh.generateKeys();
+  return encodeP256Key(ecdh.getPrivateKey(), point);
+}
+
+/**
+ * A P-256 key's SubjectPublicKeyInfo (RFC 5480 §2: id-ecPublicKey, the named curve) and its
+ * PKCS#8 PEM (RFC 5208 around an RFC 5915 ECPrivateKey: version 1, the 32-byte scalar, the
+ * curve left to the AlgorithmIdentifier, the public key as [1]), as OpenSSL writes them.
+ * `scalar` is big-endian (ECDH drops leading zero bytes), `point` uncompressed (0x04 || X || Y).
+ */
+export function encodeP256Key(scalar: Buffer, point: Buffer): { spki: Buffer; pkcs8Pem: string } {
+  if (scalar.length > 32 || point.length !== 65 || point[0] !== 0x04) throw new Error('not a P-256 scalar and uncompressed point');
+  const privateKey = Buffer.alloc(32);
+  scalar.copy(privateKey, 32 - scalar.length);
+  const algorithm = der.sequence(der.oid(OID.ecPublicKey), der.oid(OID.prime256v1));
+  const ecPrivateKey = der.sequence(der.integer(Buffer.from([1])), der.octetString(privateKey), der.tlv(0xa1, der.bitString(point)));
+  return {
+    spki: der.sequence(algorithm, der.bitString(point)),
+    pkcs8Pem: pem('PRIVATE KEY', der.sequence(der.integer(Buffer.from([0])), algorithm, der.octetString(ecPrivateKey)), 64),
+  };
+}
+
 const OID = {
+  ecPublicKey: '1.2.840.10045.2.1',
+  prime256v1: '1.2.840.10045.3.1.7',
   commonName: '2.5.4.3',
   basicConstraints: '2.5.29.19',
   keyUsage: '2.5.29.15',
@@ -277,17 +309,29 @@ export function generateSshHostKey(comment: string): SshHostKeyPair {
   return sshHostKeyFromDer(keys.privateKey.export({ type: 'pkcs8', format: 'der' }), keys.publicKey.export({ type: 'spki', format: 'der' }), comment);
 }
 
-/** generateSshHostKey with the key generated and encoded on libuv's thread pool. */
+/**
+ * generateSshHostKey with the key generated and exported on libuv's thread pool. WebCrypto exports
+ * the public key raw (no encoder) and the private key's PKCS#8 in its job; node:crypto's
+ * generateKeyPair would encode both on the calling thread (about 200 µs of it per key).
+ */
 export async function generateSshHostKeyAsync(comment: string): Promise<SshHostKeyPair> {
-  const keys = await generateKeyPairAsync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'der' }, privateKeyEncoding: { type: 'pkcs8', format: 'der' } });
-  return sshHostKeyFromDer(keys.privateKey, keys.publicKey, comment);
+  const keys = (await webcrypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const [raw, pkcs8] = await Promise.all([webcrypto.subtle.exportKey('raw', keys.publicKey), webcrypto.subtle.exportKey('pkcs8', keys.privateKey)]);
+  return sshHostKeyFromParts(ed25519Seed(Buffer.from(pkcs8)), Buffer.from(raw), comment);
 }
 
 /** RFC 8410 fixes both DER encodings of an ed25519 key, with the 32 raw bytes at the end. */
 function sshHostKeyFromDer(pkcs8: Buffer, spki: Buffer, comment: string): SshHostKeyPair {
-  if (pkcs8.length !== 48 || spki.length !== 44) throw new Error('unexpected ed25519 key encoding');
-  const seed = pkcs8.subarray(16);
-  const publicKey = spki.subarray(12);
+  if (spki.length !== 44) throw new Error('unexpected ed25519 key encoding');
+  return sshHostKeyFromParts(ed25519Seed(pkcs8), spki.subarray(12), comment);
+}
+
+function ed25519Seed(pkcs8: Buffer): Buffer {
+  if (pkcs8.length !== 48) throw new Error('unexpected ed25519 key encoding');
+  return pkcs8.subarray(16);
+}
+
+function sshHostKeyFromParts(seed: Buffer, publicKey: Buffer, comment: string): SshHostKeyPair {
   return {
     privateKey: encodeOpenSshEd25519PrivateKey(seed, publicKey, comment),
     publicKey: encodeOpenSshEd25519PublicKey(publicKey, comment),

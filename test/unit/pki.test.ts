@@ -2,7 +2,7 @@ import 'reflect-metadata'; // before @peculiar/x509 (tsyringe needs it at load t
 import * as x509 from '@peculiar/x509';
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { createHash, createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
+import { createECDH, createHash, createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,9 +12,11 @@ import { promisify } from 'node:util';
 import { InvalidArgumentError } from '../../lib/errors.js';
 import {
   createClusterCa,
+  encodeP256Key,
   ensureSecretsKey,
   exportClusterCa,
   generateSshHostKey,
+  generateSshHostKeyAsync,
   generateToken,
   hashToken,
   issueControlPlaneCertificate,
@@ -298,6 +300,43 @@ function decodeOpenSshPrivateKey(pem: string): { publicBlob: Buffer; checks: [nu
   if (!secret.subarray(32).equals(pub)) throw new Error('private part must be seed || public key');
   return { publicBlob, checks, seed: secret.subarray(0, 32), pub, comment, padding: section.subarray(p), section };
 }
+
+test('node TLS keys are encoded byte for byte as OpenSSL writes them, including scalars with leading zero bytes', async (t) => {
+  const ca = await sharedCa();
+  for (let i = 0; i < 20; i++) {
+    const creds = await issueNodeCredentials(ca, { nodeId: `worker-${i}`, hostname: `worker-${i}`, now });
+    const key = createPrivateKey(creds.tlsPrivateKeyPem);
+    t.is(key.export({ type: 'pkcs8', format: 'pem' }), creds.tlsPrivateKeyPem);
+    // The certificate carries the key's own SubjectPublicKeyInfo.
+    t.deepEqual(new X509Certificate(creds.tlsCertificatePem).publicKey.export({ type: 'spki', format: 'der' }), createPublicKey(key).export({ type: 'spki', format: 'der' }));
+  }
+  // Scalars 1 (31 leading zero bytes), one with a single leading zero byte, and one with the top bit set.
+  for (const hex of ['01', `00${'7f'.repeat(31)}`, `${'ab'.repeat(31)}cd`]) {
+    const ecdh = createECDH('prime256v1');
+    ecdh.setPrivateKey(Buffer.from(hex, 'hex'));
+    const point = ecdh.getPublicKey();
+    const encoded = encodeP256Key(ecdh.getPrivateKey(), point);
+    const key = createPrivateKey(encoded.pkcs8Pem);
+    t.is(key.export({ type: 'pkcs8', format: 'pem' }), encoded.pkcs8Pem, hex);
+    t.deepEqual(createPublicKey(key).export({ type: 'spki', format: 'der' }), encoded.spki, hex);
+    t.is(BigInt(`0x${(key.export({ type: 'pkcs8', format: 'der' }) as Buffer).subarray(-(65 + 3 + 2 + 32), -(65 + 3 + 2)).toString('hex')}`), BigInt(`0x${hex}`), hex);
+  }
+  t.throws(() => encodeP256Key(Buffer.alloc(33, 1), Buffer.alloc(65, 4)), { message: /not a P-256/ });
+  t.throws(() => encodeP256Key(Buffer.alloc(32, 1), Buffer.alloc(33, 2)), { message: /not a P-256/ });
+});
+
+test('SSH host keys issued off the server thread have the same shape and a seed that derives their public key', async (t) => {
+  const keys = await Promise.all(Array.from({ length: 8 }, (_, i) => generateSshHostKeyAsync(`worker-${i}`)));
+  t.is(new Set(keys.map((k) => k.publicKey)).size, 8);
+  for (const [i, key] of keys.entries()) {
+    t.regex(key.publicKey, new RegExp(`^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43} worker-${i}$`));
+    const decoded = decodeOpenSshPrivateKey(key.privateKey);
+    t.is(decoded.comment, `worker-${i}`);
+    t.is(decoded.publicBlob.toString('base64'), key.publicKey.split(' ')[1] ?? '');
+    const pkcs8 = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), decoded.seed]);
+    t.deepEqual(createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({ type: 'spki', format: 'der' }).subarray(-32), decoded.pub);
+  }
+});
 
 test('the SSH host key is a well-formed openssh-key-v1 file whose seed derives its public key', (t) => {
   const key = generateSshHostKey('worker-01');
