@@ -20,7 +20,7 @@ import { createLogger } from '../lib/log.js';
 import { benchDaemonConfig } from './daemon-config.js';
 import { serveComponents } from '../lib/serve.js';
 import { deployerComponent, JOIN_TOKEN_FILE } from '../services/deployer/component.js';
-import { BASELINE_SERVICE, baselineWarmupCalls, type LatencySummary, RPCS_PER_MACHINE, runLoad } from './storm-clients.js';
+import { BASELINE_SERVICE, type LatencySummary, RPCS_PER_MACHINE, runLoad } from './storm-clients.js';
 
 export type { LatencySummary };
 import { type CredentialsBenchResult, formatCredentialsBench, runCredentialsBench } from './credentials.js';
@@ -31,12 +31,19 @@ export const DEFAULT_BENCH_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/te
 /** Issue 3's goals. */
 export const RATIO_GOAL = 0.5;
 export const CREDENTIALS_RATIO_GOAL = 50;
+export const DEFAULT_WARMUP_MACHINES = 200;
 
 export interface BootstrapStormOptions {
   /** Simulated installers, each one machine. Default 1,000. */
   readonly machines?: number;
   /** Installers in flight at once (and baseline calls in flight at once). Default 32. */
   readonly concurrency?: number;
+  /**
+   * Machines installed before the measured ones and not counted; the baseline first makes five
+   * calls per warm-up machine. Default 200: enough for V8 to have optimised the deployer's hot
+   * paths, as it has on a deployer that has served any install before.
+   */
+  readonly warmup?: number;
   /** Server to create the scratch database on; default from the environment, see above. */
   readonly databaseUrl?: string;
   /** Seconds per side of the credentials benchmark. Default 5. */
@@ -53,6 +60,7 @@ export interface BootstrapStormOptions {
 export interface BootstrapStormResult {
   readonly machines: number;
   readonly concurrency: number;
+  readonly warmup: number;
   readonly deployer: {
     readonly rpcs: number;
     readonly seconds: number;
@@ -74,24 +82,26 @@ export interface BootstrapStormResult {
 export async function runBootstrapStorm(options: BootstrapStormOptions = {}): Promise<BootstrapStormResult> {
   const machines = options.machines ?? 1000;
   const concurrency = options.concurrency ?? 32;
+  const warmup = options.warmup ?? DEFAULT_WARMUP_MACHINES;
   const print = options.print ?? ((line: string) => console.log(line));
   if (!Number.isInteger(machines) || machines < 1) throw new Error(`machines must be a positive integer, got ${machines}`);
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`concurrency must be a positive integer, got ${concurrency}`);
+  if (!Number.isInteger(warmup) || warmup < 1) throw new Error(`warmup must be a positive integer, got ${warmup}`);
 
   const scratch = await createScratchDatabase(options.databaseUrl ?? benchDatabaseUrl());
   const stateDir = await mkdtemp(join(tmpdir(), 'ultracloud-bench-'));
   try {
-    print(`bootstrap-storm: ${machines} machines, concurrency ${concurrency}; ${scratch.serverVersion}; node ${process.version}; ${cpus().length} CPUs, load average ${loadavg()[0]?.toFixed(2)}`);
+    print(`bootstrap-storm: ${machines} machines after ${warmup} not counted, concurrency ${concurrency}; ${scratch.serverVersion}; node ${process.version}; ${cpus().length} CPUs, load average ${loadavg()[0]?.toFixed(2)}`);
     const inProcess = options.inProcessClients ?? false;
     print(`load: simulated installers and the baseline's client ${inProcess ? "on the server's thread" : 'in a worker thread'}`);
-    const deployer = await stormDeployer({ url: scratch.url, stateDir, machines, concurrency, inProcess });
+    const deployer = await stormDeployer({ url: scratch.url, stateDir, machines, warmup, concurrency, inProcess });
     print(`deployer: ${deployer.rpcs} RPCs in ${deployer.seconds.toFixed(2)} s = ${deployer.rpcsPerSecond.toFixed(1)} RPCs/s, ${deployer.machinesPerSecond.toFixed(1)} machines/s`);
     print(`  Discover               ${formatLatency(deployer.discover)}`);
     print(`  FetchPlan              ${formatLatency(deployer.fetchPlan)}`);
     print(`  ReportInstallProgress  ${formatLatency(deployer.reportInstallProgress)}`);
     print(`  server thread busy ${(deployer.serverThreadBusy * 100).toFixed(0)} % of the run`);
 
-    const baseline = await stormBaseline({ url: scratch.url, calls: deployer.rpcs, concurrency, inProcess });
+    const baseline = await stormBaseline({ url: scratch.url, calls: deployer.rpcs, warmupCalls: warmup * RPCS_PER_MACHINE, concurrency, inProcess });
     print(`baseline (bare grpc-js, one upsert per call): ${baseline.calls} calls in ${baseline.seconds.toFixed(2)} s = ${baseline.callsPerSecond.toFixed(1)} calls/s, ${formatLatency(baseline.latency)}, server thread busy ${(baseline.serverThreadBusy * 100).toFixed(0)} %`);
 
     const credentials = await runCredentialsBench({ seconds: options.credentialSeconds ?? 5 });
@@ -103,7 +113,7 @@ export async function runBootstrapStorm(options: BootstrapStormOptions = {}): Pr
         `credential issuance >= ${CREDENTIALS_RATIO_GOAL}x node-forge ${credentials.ratio >= CREDENTIALS_RATIO_GOAL ? 'met' : 'NOT met'} (${credentials.ratio.toFixed(1)}x)`,
     );
     print(`ratio: ${ratio.toFixed(3)}`);
-    return { machines, concurrency, deployer, baseline, credentials, ratio, postgresVersion: scratch.serverVersion };
+    return { machines, concurrency, warmup, deployer, baseline, credentials, ratio, postgresVersion: scratch.serverVersion };
   } finally {
     await rm(stateDir, { recursive: true, force: true });
     await scratch.drop();
@@ -122,7 +132,7 @@ export function benchDatabaseUrl(env: NodeJS.ProcessEnv = process.env): string {
 
 type DeployerStorm = BootstrapStormResult['deployer'];
 
-async function stormDeployer(input: { url: string; stateDir: string; machines: number; concurrency: number; inProcess: boolean }): Promise<DeployerStorm> {
+async function stormDeployer(input: { url: string; stateDir: string; machines: number; warmup: number; concurrency: number; inProcess: boolean }): Promise<DeployerStorm> {
   // Production logs at info; keep that cost in the measurement but write it to a file.
   const logPath = join(input.stateDir, 'deployer.log');
   const destination = pino.destination({ dest: logPath, sync: false, mkdir: true });
@@ -137,7 +147,7 @@ async function stormDeployer(input: { url: string; stateDir: string; machines: n
     await cluster.applyClusterState({ state: benchClusterState(), dryRun: false, expectedGeneration: 0n });
 
     // Warm-up machines (JIT, pool connections, prepared plans) are installed but not counted.
-    const warmup = Math.min(input.concurrency, 16);
+    const warmup = input.warmup;
     const before = performance.eventLoopUtilization();
     const load = await runLoad({ kind: 'installers', address: serving.server.address, joinToken, warmup, machines: input.machines, concurrency: input.concurrency }, input.inProcess);
     const serverThreadBusy = performance.eventLoopUtilization(before).utilization;
@@ -201,7 +211,7 @@ async function assertAllInstalled(url: string, expected: number): Promise<void> 
 
 // ---- the baseline ----------------------------------------------------------------------------
 
-async function stormBaseline(input: { url: string; calls: number; concurrency: number; inProcess: boolean }): Promise<BootstrapStormResult['baseline']> {
+async function stormBaseline(input: { url: string; calls: number; warmupCalls: number; concurrency: number; inProcess: boolean }): Promise<BootstrapStormResult['baseline']> {
   // The same pool size as the deployer's database handle (lib/db default).
   const pool = new pg.Pool({ connectionString: input.url, max: 10, application_name: 'ultracloud-bench-baseline' });
   await pool.query(
@@ -229,10 +239,10 @@ async function stormBaseline(input: { url: string; calls: number; concurrency: n
   );
   try {
     const before = performance.eventLoopUtilization();
-    const load = await runLoad({ kind: 'baseline', address: `127.0.0.1:${port}`, calls: input.calls, concurrency: input.concurrency }, input.inProcess);
+    const load = await runLoad({ kind: 'baseline', address: `127.0.0.1:${port}`, calls: input.calls, warmupCalls: input.warmupCalls, concurrency: input.concurrency }, input.inProcess);
     const serverThreadBusy = performance.eventLoopUtilization(before).utilization;
     const { rows } = await pool.query<{ calls: string }>('SELECT coalesce(sum(calls), 0) AS calls FROM bench_baseline');
-    const expected = input.calls + baselineWarmupCalls(input.concurrency);
+    const expected = input.calls + input.warmupCalls;
     if (Number(rows[0]?.calls) !== expected) throw new Error(`baseline recorded ${rows[0]?.calls} upserts, expected ${expected}`);
     return { calls: input.calls, seconds: load.seconds, callsPerSecond: input.calls / load.seconds, latency: load.latency, serverThreadBusy };
   } finally {

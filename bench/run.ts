@@ -17,12 +17,13 @@ interface Benchmark {
 const BENCHMARKS: Record<string, Benchmark> = {
   'bootstrap-storm': {
     summary: 'N installers run Discover, FetchPlan, 3x ReportInstallProgress against the deployer on PostgreSQL, vs a bare grpc-js + one-upsert baseline; includes the credentials benchmark',
-    options: ['machines', 'concurrency'],
+    options: ['machines', 'concurrency', 'warmup'],
     flags: ['in-process-clients'],
     async run(options) {
       await runBootstrapStorm({
         ...(options.machines !== undefined ? { machines: options.machines } : {}),
         ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+        ...(options.warmup !== undefined ? { warmup: options.warmup } : {}),
         inProcessClients: options['in-process-clients'] === 1,
       });
     },

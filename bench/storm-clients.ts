@@ -41,6 +41,8 @@ export interface BaselineInput {
   readonly kind: 'baseline';
   readonly address: string;
   readonly calls: number;
+  /** Calls made first and not counted. */
+  readonly warmupCalls: number;
   readonly concurrency: number;
 }
 
@@ -214,17 +216,12 @@ interface BaselineClient extends grpc.Client {
   upsert(request: Buffer, callback: (err: grpc.ServiceError | null, response?: Buffer) => void): grpc.ClientUnaryCall;
 }
 
-/** Warm-up calls before the measured ones (the deployer side warms up with as many machines). */
-export function baselineWarmupCalls(concurrency: number): number {
-  return Math.min(concurrency, 16) * RPCS_PER_MACHINE;
-}
-
 async function runBaselineClient(input: BaselineInput): Promise<BaselineResult> {
   const Client = grpc.makeGenericClientConstructor(BASELINE_SERVICE, 'Baseline');
   const client = new Client(input.address, grpc.credentials.createInsecure()) as unknown as BaselineClient;
   // Each call's key is one of N "machines" (five calls each, like the deployer), with a payload
   // about the size of a progress report. Warm-up keys are separate from the measured ones.
-  const warmup = baselineWarmupCalls(input.concurrency);
+  const warmup = input.warmupCalls;
   const keys = Array.from({ length: Math.ceil(input.calls / RPCS_PER_MACHINE) }, () => randomBytes(16));
   const warmKeys = Array.from({ length: Math.ceil(warmup / RPCS_PER_MACHINE) }, () => randomBytes(16));
   const call = (key: Buffer) =>
