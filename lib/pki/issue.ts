@@ -247,15 +247,14 @@ const der = {
   octetString: (bytes: Buffer): Buffer => der.tlv(0x04, bytes),
   bitString: (bytes: Buffer): Buffer => der.tlv(0x03, Buffer.concat([Buffer.from([0]), bytes])),
   utf8: (text: string): Buffer => der.tlv(0x0c, Buffer.from(text, 'utf8')),
+  /** Encoded once per OID: the certificate repeats the same dozen on every issue. */
   oid(dotted: string): Buffer {
-    const [a = 0, b = 0, ...rest] = dotted.split('.').map(Number);
-    const bytes = [40 * a + b];
-    for (const arc of rest) {
-      const base128 = [arc & 0x7f];
-      for (let v = Math.floor(arc / 128); v > 0; v = Math.floor(v / 128)) base128.unshift((v & 0x7f) | 0x80);
-      bytes.push(...base128);
+    let encoded = encodedOids.get(dotted);
+    if (encoded === undefined) {
+      encoded = encodeOid(dotted);
+      encodedOids.set(dotted, encoded);
     }
-    return der.tlv(0x06, Buffer.from(bytes));
+    return encoded;
   },
   /** UTCTime through 2049, GeneralizedTime after, as RFC 5280 §4.1.2.5 requires. */
   time(date: Date): Buffer {
@@ -265,6 +264,19 @@ const der = {
       : der.tlv(0x18, Buffer.from(`${digits}Z`, 'ascii'));
   },
 };
+
+const encodedOids = new Map<string, Buffer>();
+
+function encodeOid(dotted: string): Buffer {
+  const [a = 0, b = 0, ...rest] = dotted.split('.').map(Number);
+  const bytes = [40 * a + b];
+  for (const arc of rest) {
+    const base128 = [arc & 0x7f];
+    for (let v = Math.floor(arc / 128); v > 0; v = Math.floor(v / 128)) base128.unshift((v & 0x7f) | 0x80);
+    bytes.push(...base128);
+  }
+  return der.tlv(0x06, Buffer.from(bytes));
+}
 
 function derLength(n: number): Buffer {
   if (n < 0x80) return Buffer.from([n]);
@@ -316,7 +328,10 @@ export function generateSshHostKey(comment: string): SshHostKeyPair {
  */
 export async function generateSshHostKeyAsync(comment: string): Promise<SshHostKeyPair> {
   const keys = (await webcrypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const [raw, pkcs8] = await Promise.all([webcrypto.subtle.exportKey('raw', keys.publicKey), webcrypto.subtle.exportKey('pkcs8', keys.privateKey)]);
+  // One after the other: both halves share the key's lock, and a second export started while the
+  // first runs would block this thread until the pool thread lets go.
+  const raw = await webcrypto.subtle.exportKey('raw', keys.publicKey);
+  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
   return sshHostKeyFromParts(ed25519Seed(Buffer.from(pkcs8)), Buffer.from(raw), comment);
 }
 
