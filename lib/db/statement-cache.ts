@@ -43,6 +43,14 @@ const param: Param = <T>(name: string) => `${PLACEHOLDER_PREFIX}${name}` as T;
 
 export class StatementCache {
   private readonly prepared = new Map<string, Prepared>();
+  private named = 0;
+
+  /**
+   * @param maxNamed how many of this cache's statements get a name: each named statement holds a
+   *   parsed statement and plan in every server connection that ran it, so a cache whose keys keep
+   *   growing runs the rest unnamed.
+   */
+  constructor(private readonly maxNamed = 64) {}
 
   /** Runs the statement `key` (built by `build` on first use) with `values` bound by name. */
   async execute<R, DB = unknown>(
@@ -54,7 +62,9 @@ export class StatementCache {
     let p = this.prepared.get(key);
     if (!p) {
       const query = build(param);
-      p = prepare(isRawBuilder(query) ? query.compile(db) : query.compile());
+      const named = this.named < this.maxNamed;
+      p = prepare(isRawBuilder(query) ? query.compile(db) : query.compile(), named);
+      if (named) this.named++;
       this.prepared.set(key, p);
     }
     const parameters = p.slots.map((slot) => {
@@ -75,11 +85,12 @@ function isRawBuilder<R>(query: Compilable<R> | RawBuilder<R>): query is RawBuil
   return (query as { isRawBuilder?: boolean }).isRawBuilder === true;
 }
 
-function prepare(compiled: CompiledQuery<unknown>): Prepared {
+function prepare(compiled: CompiledQuery<unknown>, named: boolean): Prepared {
   const slots = compiled.parameters.map((value): Slot => {
     if (typeof value === 'string' && value.startsWith(PLACEHOLDER_PREFIX)) return { name: value.slice(PLACEHOLDER_PREFIX.length) };
     return { value };
   });
+  if (!named) return { sql: compiled.sql, slots };
   // The same text always gets the same name, so every connection and every cache agree on it.
   const name = `uc_${createHash('sha256').update(compiled.sql).digest('hex').slice(0, 24)}`;
   return { sql: `${NAME_PREFIX}${name}${NAME_SUFFIX}${compiled.sql}`, slots };

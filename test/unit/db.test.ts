@@ -431,6 +431,18 @@ storageTest('cached statements bind values by name; on the server each runs as o
     t.is(preparedStatementName(prepared.rows[0]?.statement ?? ''), names[0]);
     t.true(prepared.rows[0]?.statement.includes('insert into "counters"'));
   }
+  // Past its limit a cache runs new statements unnamed.
+  const small = new StatementCache(1);
+  const select = (key: string, id: number) => small.execute<{ id: number }, CounterTable>(counters, key, (p) => counters.selectFrom('counters').select('id').where('id', '=', p('id')), { id });
+  await select('first', 0);
+  await select('second', 1);
+  const texts = await counters.connection().execute(async (conn) => {
+    await small.execute(conn, 'first', () => t.fail('built twice') as never, { id: 0 });
+    await small.execute(conn, 'second', () => t.fail('built twice') as never, { id: 1 });
+    return target === 'postgres' ? (await sql<{ statement: string }>`select statement from pg_prepared_statements`.execute(conn)).rows.map((r) => r.statement) : [];
+  });
+  if (target === 'postgres') t.is(texts.filter((text) => text.includes('select "id" from "counters"')).length, 1);
+  t.is(small.size, 2);
   // Statements from anywhere else carry no name.
   t.is(preparedStatementName('select 1'), undefined);
   t.is(preparedStatementName('/* ultracloud:prepare unterminated'), undefined);
