@@ -186,8 +186,8 @@ export async function issueTlsCertificate(ca: ClusterCa, request: TlsCertificate
  * A fresh P-256 key pair as the certificate's SubjectPublicKeyInfo and the private key's PKCS#8
  * PEM, both written here. Node's generateKeyPair with encodings hands both to OpenSSL 3's
  * encoders, which take 250-300 µs of the calling thread per key pair even when the key itself is
- * generated on the thread pool; ECDH's key generation (the same EC key generation) and these two
- * fixed DER shapes take about 35 µs. The tests check that OpenSSL reads both back and writes the
+ * generated on the thread pool; ECDH's key generation (the same EC key generation) takes about
+ * 35 µs, and these two fixed DER shapes a few more. The tests check that OpenSSL reads both back and writes the
  * same bytes.
  */
 function generateP256Key(): { spki: Buffer; pkcs8Pem: string } {
@@ -328,8 +328,8 @@ export function generateSshHostKey(comment: string): SshHostKeyPair {
  */
 export async function generateSshHostKeyAsync(comment: string): Promise<SshHostKeyPair> {
   const keys = (await webcrypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  // One after the other: both halves share the key's lock, and a second export started while the
-  // first runs would block this thread until the pool thread lets go.
+  // One after the other: the two halves share one key, and in profiles an export started while the
+  // other ran held this thread until the pool thread had finished with it.
   const raw = await webcrypto.subtle.exportKey('raw', keys.publicKey);
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
   return sshHostKeyFromParts(ed25519Seed(Buffer.from(pkcs8)), Buffer.from(raw), comment);
