@@ -147,13 +147,12 @@ async function stormDeployer(input: { url: string; stateDir: string; machines: n
     await cluster.applyClusterState({ state: benchClusterState(), dryRun: false, expectedGeneration: 0n });
 
     // Warm-up machines (JIT, pool connections, prepared plans) are installed but not counted.
-    const warmup = input.warmup;
     const before = performance.eventLoopUtilization();
-    const load = await runLoad({ kind: 'installers', address: serving.server.address, joinToken, warmup, machines: input.machines, concurrency: input.concurrency }, input.inProcess);
+    const load = await runLoad({ kind: 'installers', address: serving.server.address, joinToken, warmup: input.warmup, machines: input.machines, concurrency: input.concurrency }, input.inProcess);
     const serverThreadBusy = performance.eventLoopUtilization(before).utilization;
     const seconds = load.seconds;
 
-    await assertAllInstalled(input.url, input.machines + warmup);
+    await assertAllInstalled(input.url, input.machines + input.warmup);
     const rpcs = input.machines * RPCS_PER_MACHINE;
     return {
       rpcs,
