@@ -152,7 +152,8 @@ function namingPool(pool: pg.Pool): PostgresPool {
     function query<R>(sqlOrCursor: string | PostgresCursor<R>, parameters?: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
       if (typeof sqlOrCursor !== 'string') return client.query(sqlOrCursor as unknown as pg.Submittable) as unknown as PostgresCursor<R>;
       const name = preparedStatementName(sqlOrCursor);
-      const values = parameters === undefined ? [] : [...parameters];
+      // kysely hands over a fresh array per call and pg only reads it: no copy.
+      const values = (parameters ?? []) as unknown[];
       const config: pg.QueryConfig = name === undefined ? { text: sqlOrCursor, values } : { name, text: sqlOrCursor, values };
       return client.query(config) as unknown as Promise<PostgresQueryResult<R>>;
     }

@@ -43,7 +43,6 @@ const param: Param = <T>(name: string) => `${PLACEHOLDER_PREFIX}${name}` as T;
 
 export class StatementCache {
   private readonly prepared = new Map<string, Prepared>();
-  private named = 0;
 
   /**
    * @param maxNamed how many of this cache's statements get a name: each named statement holds a
@@ -62,9 +61,8 @@ export class StatementCache {
     let p = this.prepared.get(key);
     if (!p) {
       const query = build(param);
-      const named = this.named < this.maxNamed;
-      p = prepare(isRawBuilder(query) ? query.compile(db) : query.compile(), named);
-      if (named) this.named++;
+      // Shapes are only ever added, so the first maxNamed of them are the named ones.
+      p = prepare(isRawBuilder(query) ? query.compile(db) : query.compile(), this.prepared.size < this.maxNamed);
       this.prepared.set(key, p);
     }
     const parameters = p.slots.map((slot) => {
