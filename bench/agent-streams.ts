@@ -37,6 +37,13 @@ import { benchDaemonConfig } from './daemon-config.js';
 import { collectedMemory } from './collected-memory.js';
 
 export const RSS_RATIO_GOAL = 1.5;
+
+/**
+ * What the host-controller's NixOS unit sets for the C library (nix/modules/common.nix,
+ * streamServerEnvironment): the controller's process gets it here too, unless
+ * `glibcDefaults` asks for the allocator's defaults.
+ */
+export const STREAM_SERVER_ENVIRONMENT: Readonly<Record<string, string>> = JSON.parse(readFileSync(new URL('../nix/modules/stream-server-environment.json', import.meta.url), 'utf8'));
 export const P99_RATIO_GOAL = 2;
 
 /** lab6 with DHCP on its networks: its STATIC pool of 79 addresses cannot take thousands of workers. */
@@ -64,6 +71,11 @@ export interface AgentStreamsOptions {
    * default). Its RSS per stream then includes what the deployer does for each agent.
    */
   readonly sameProcess?: boolean;
+  /**
+   * Run the host-controller's own process with the C library's allocator defaults instead of the
+   * environment its NixOS unit sets (STREAM_SERVER_ENVIRONMENT). Default false.
+   */
+  readonly glibcDefaults?: boolean;
   readonly print?: (line: string) => void;
 }
 
@@ -122,8 +134,8 @@ class LoadProcess {
   private readonly early = new Map<string, Record<string, unknown>>();
   private failure: Error | undefined;
 
-  constructor(module = './agent-streams-load.ts') {
-    this.child = fork(new URL('./agent-streams-load.mjs', import.meta.url), [module], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+  constructor(module = './agent-streams-load.ts', environment: Readonly<Record<string, string>> = {}) {
+    this.child = fork(new URL('./agent-streams-load.mjs', import.meta.url), [module], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [], env: { ...process.env, ...environment } });
     this.child.on('message', (m: Record<string, unknown>) => {
       if (m.kind === 'error') return this.fail(new Error(`agent load process: ${String(m.error)}`));
       const kind = String(m.kind);
@@ -225,7 +237,7 @@ interface ControllerUnderTest {
  * watching the deployer in this process over TLS with the deployer's admin token, serving its own
  * control-plane certificate and verifying agents against the cluster CA.
  */
-async function separateController(input: { url: string; stateDir: string; deployerAddress: string; clusterCaFile: string; deployerTokenFile: string }): Promise<ControllerUnderTest> {
+async function separateController(input: { url: string; stateDir: string; deployerAddress: string; clusterCaFile: string; deployerTokenFile: string; environment: Readonly<Record<string, string>> }): Promise<ControllerUnderTest> {
   const dir = join(input.stateDir, 'host-controller');
   mkdirSync(dir, { recursive: true });
   const serverCa = await createClusterCa({ commonName: 'agent-streams host-controller CA' });
@@ -234,7 +246,7 @@ async function separateController(input: { url: string; stateDir: string; deploy
   writeFileSync(files.ca, serverCa.certificatePem);
   writeFileSync(files.cert, cert.certificatePem);
   writeFileSync(files.key, cert.privateKeyPem, { mode: 0o600 });
-  const child = new LoadProcess('./agent-streams-controller.ts');
+  const child = new LoadProcess('./agent-streams-controller.ts', input.environment);
   try {
     await child.next('started');
     const listening = child.next<{ address: string; adminTokenPath: string }>('listening');
@@ -270,7 +282,7 @@ async function separateController(input: { url: string; stateDir: string; deploy
 
 const CONTROLLER_FLAGS = { 'heartbeat-interval': `${HEARTBEAT_MS / 1000}s`, 'reconcile-interval': '2s' };
 
-async function controllerSide(input: { url: string; stateDir: string; agents: number; concurrency: number; sameProcess: boolean; print: (l: string) => void }): Promise<{ fanOut: FanOut; credentials: AgentCredentials[]; clusterCaPem: string; sampleBytes: number }> {
+async function controllerSide(input: { url: string; stateDir: string; agents: number; concurrency: number; sameProcess: boolean; environment: Readonly<Record<string, string>>; print: (l: string) => void }): Promise<{ fanOut: FanOut; credentials: AgentCredentials[]; clusterCaPem: string; sampleBytes: number }> {
   const destination = pino.destination({ dest: join(input.stateDir, 'server.log'), sync: false, mkdir: true });
   const logger = createLogger({ level: 'info', destination: destination as unknown as NodeJS.WritableStream });
   const config = benchDaemonConfig({ stateDir: input.stateDir, databaseUrl: input.url });
@@ -313,7 +325,7 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
 
     controller = input.sameProcess
       ? { address, serverCaPem: clusterCaPem, serverCaFile: clusterCaFile, adminToken, measure: collectedMemory, close: async () => undefined }
-      : await separateController({ url: input.url, stateDir: input.stateDir, deployerAddress: address, clusterCaFile, deployerTokenFile: serving.adminTokenPath });
+      : await separateController({ url: input.url, stateDir: input.stateDir, deployerAddress: address, clusterCaFile, deployerTokenFile: serving.adminTokenPath, environment: input.environment });
     controllerChannel = input.sameProcess ? channel : openChannel(controller.address, { tls: { caFile: controller.serverCaFile } });
     await sleep(3_000);
 
@@ -430,7 +442,12 @@ export async function runAgentStreams(options: AgentStreamsOptions = {}): Promis
     print(`agent-streams: N = ${agents} agents, one mTLS connection each; node ${process.version}; ${cpus().length} CPUs, load average ${loadavg()[0]?.toFixed(2)}`);
     const sameProcess = options.sameProcess ?? false;
     print(`  host-controller: ${sameProcess ? 'in this process with the deployer (ultracloud up)' : 'a process of its own (ultracloud host-controller), the deployer in this one'}`);
-    const controller = await controllerSide({ url: scratch.url, stateDir, agents, concurrency, sameProcess, print });
+    const environment = sameProcess || options.glibcDefaults ? {} : STREAM_SERVER_ENVIRONMENT;
+    if (!sameProcess) {
+      const shown = Object.entries(environment).map(([name, value]) => `${name}=${value}`).join(' ');
+      print(`  host-controller environment: ${shown === '' ? "the C library's defaults" : `${shown} (as its NixOS unit sets it)`}`);
+    }
+    const controller = await controllerSide({ url: scratch.url, stateDir, agents, concurrency, sameProcess, environment, print });
     print(`host-controller: ${format(controller.fanOut)}; DesiredSystem ${controller.sampleBytes} bytes`);
     const baseline = await baselineSide({ clusterCaPem: controller.clusterCaPem, credentials: controller.credentials, payloadBytes: controller.sampleBytes || 200, concurrency });
     print(`baseline (bare grpc-js bidi, one push each): ${format(baseline)}`);

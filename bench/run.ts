@@ -38,12 +38,13 @@ const BENCHMARKS: Record<string, Benchmark> = {
   'agent-streams': {
     summary: 'N nix-agents (installed nodes, one mTLS stream each) on one host-controller; an apply fans a DesiredSystem out to all, vs a bare grpc-js bidi server pushing to the same streams',
     options: ['agents', 'concurrency'],
-    flags: ['same-process'],
+    flags: ['same-process', 'glibc-defaults'],
     async run(options) {
       await runAgentStreams({
         ...(options.agents !== undefined ? { agents: options.agents } : {}),
         ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
         sameProcess: options['same-process'] === 1,
+        glibcDefaults: options['glibc-defaults'] === 1,
       });
     },
   },

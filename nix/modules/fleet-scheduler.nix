@@ -33,7 +33,7 @@ in
       description = "UltraCloud fleet-scheduler";
       environment = {
         ULTRACLOUD_DEPLOYER = cfg.deployerAddress;
-      };
+      } // common.streamServerEnvironment;
       credentials = common.serverCredentials cfg // {
         "token" = { file = cfg.tokenFile; env = "ULTRACLOUD_TOKEN_FILE"; };
       };

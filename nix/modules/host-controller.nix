@@ -50,7 +50,7 @@ in
       environment = {
         ULTRACLOUD_DEPLOYER = cfg.deployerAddress;
         ULTRACLOUD_FLEET_SCHEDULER = cfg.fleetSchedulerAddress;
-      } // lib.optionalAttrs (cfg.installerImage != null) {
+      } // common.streamServerEnvironment // lib.optionalAttrs (cfg.installerImage != null) {
         ULTRACLOUD_INSTALLER_IMAGE = cfg.installerImage;
       };
       credentials = common.serverCredentials cfg // {

@@ -185,6 +185,26 @@ nixTest('the host-controller unit passes the settings its daemon reads: deployer
   t.deepEqual([...(unit?.serviceConfig.LoadCredential ?? [])].sort(), ['deployer-ca.pem:/run/secrets/cluster-ca.pem', 'token:/run/secrets/hc.token']);
 });
 
+nixTest('the servers holding a stream per host set the allocator environment of stream-server-environment.json, the others do not', async (t) => {
+  const expected = JSON.parse(readFileSync(join(MODULES_DIR, 'stream-server-environment.json'), 'utf8')) as Record<string, string>;
+  t.true(Object.keys(expected).length > 0);
+  // Variables for the C library, which no daemon code reads: glibc's malloc tunables only.
+  for (const name of Object.keys(expected)) t.regex(name, /^MALLOC_[A-Z_]+_$/, `${name} is one of glibc's MALLOC_*_ variables`);
+  for (const [module, values, holdsStreams] of [
+    ['host-controller', { enable: true }, true],
+    ['fleet-scheduler', { enable: true }, true],
+    ['deployer', { enable: true }, false],
+    ['node-agent', { enable: true, fleetScheduler: '10.44.0.2:7000' }, false],
+  ] as const) {
+    const unit = (await moduleConfig(module, values)).systemd.services[`ultracloud-${module}`];
+    if (!unit) return t.fail(`no ultracloud-${module} unit`);
+    for (const [name, value] of Object.entries(expected)) t.is(unit.environment[name], holdsStreams ? value : undefined, `${module}: ${name}`);
+  }
+  // An operator's extraEnvironment still wins.
+  const overridden = await moduleConfig('host-controller', { enable: true, extraEnvironment: Object.fromEntries(Object.keys(expected).map((name) => [name, '131072'])) });
+  for (const name of Object.keys(expected)) t.is(overridden.systemd.services['ultracloud-host-controller']?.environment[name], '131072');
+});
+
 /** The exporter's `config` for the lab with `mode` ({ nodeId } and/or { nodeClass }) set. */
 const EXPORTER_EXPR = `{ repo, mode }:
 let
