@@ -31,7 +31,7 @@ export const DEFAULT_BENCH_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/te
 /** Issue 3's goals. */
 export const RATIO_GOAL = 0.5;
 export const CREDENTIALS_RATIO_GOAL = 50;
-export const DEFAULT_WARMUP_MACHINES = 200;
+export const DEFAULT_WARMUP_MACHINES = 1000;
 
 export interface BootstrapStormOptions {
   /** Simulated installers, each one machine. Default 1,000. */
@@ -40,8 +40,10 @@ export interface BootstrapStormOptions {
   readonly concurrency?: number;
   /**
    * Machines installed before the measured ones and not counted; the baseline first makes five
-   * calls per warm-up machine. Default 200: enough for V8 to have optimised the deployer's hot
-   * paths, as it has on a deployer that has served any install before.
+   * calls per warm-up machine. Default 1,000: by then V8 has optimised nearly all of the
+   * deployer's code, as it has on a deployer that has served installs for a while (after 200,
+   * `--trace-opt` still counted about 500 optimisations inside the measured run, 180 after
+   * 1,000; docs/performance.md).
    */
   readonly warmup?: number;
   /** Server to create the scratch database on; default from the environment, see above. */
