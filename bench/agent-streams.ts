@@ -37,6 +37,7 @@ import { benchDaemonConfig } from './daemon-config.js';
 import { collectedMemory } from './collected-memory.js';
 
 export const RSS_RATIO_GOAL = 1.5;
+export const P99_RATIO_GOAL = 2;
 
 /**
  * What the host-controller's NixOS unit sets for the C library (nix/modules/common.nix,
@@ -44,7 +45,6 @@ export const RSS_RATIO_GOAL = 1.5;
  * `glibcDefaults` asks for the allocator's defaults.
  */
 export const STREAM_SERVER_ENVIRONMENT: Readonly<Record<string, string>> = JSON.parse(readFileSync(new URL('../nix/modules/stream-server-environment.json', import.meta.url), 'utf8'));
-export const P99_RATIO_GOAL = 2;
 
 /** lab6 with DHCP on its networks: its STATIC pool of 79 addresses cannot take thousands of workers. */
 function benchClusterState(): ClusterState {
