@@ -26,11 +26,12 @@ in
 
   # Environment of the servers that hold one long-lived TLS stream per host (host-controller,
   # fleet-scheduler), for the C library rather than the daemon: glibc serves allocations of
-  # 32 KiB and more with fresh mmap'd pages instead of recycling freed heap memory. Node gives
-  # every TLS connection buffers of that size which an idle stream barely writes; recycled from
-  # the heap they are resident in full, fresh they cost only the pages used (at 10,000 agents,
-  # 68 instead of 102 KiB of native memory per stream; docs/performance.md, "Idle streams and
-  # the C allocator"). The benchmark reads the same file.
+  # 64 KiB and more with fresh mmap'd pages instead of recycling freed heap memory. Node gives
+  # every TLS connection a 64 KiB read block which an idle stream barely writes; recycled from
+  # the heap it is resident in full, fresh it costs only the pages used (at 10,000 agents, 68-70
+  # instead of 102 KiB of native memory per stream; docs/performance.md, "Idle streams and the C
+  # allocator"). The 32 KiB buffers Node takes and gives back on every read stay on the heap.
+  # The benchmark reads the same file.
   streamServerEnvironment = builtins.fromJSON (builtins.readFile ./stream-server-environment.json);
 
   # Options of every UltraCloud process run by systemd.
