@@ -9,6 +9,8 @@ interface Benchmark {
   readonly summary: string;
   /** Option names (without dashes) this benchmark accepts, each taking a positive integer. */
   readonly options: readonly string[];
+  /** Those of `options` that may also be 0. */
+  readonly zeroAllowed?: readonly string[];
   /** Flags (without dashes) it accepts, taking no value; present means 1. */
   readonly flags?: readonly string[];
   run(options: Readonly<Record<string, number>>): Promise<void>;
@@ -16,14 +18,16 @@ interface Benchmark {
 
 const BENCHMARKS: Record<string, Benchmark> = {
   'bootstrap-storm': {
-    summary: 'N installers run Discover, FetchPlan, 3x ReportInstallProgress against the deployer on PostgreSQL, vs a bare grpc-js + one-upsert baseline; includes the credentials benchmark',
-    options: ['machines', 'concurrency', 'warmup'],
+    summary: 'N installers run Discover, FetchPlan, 3x ReportInstallProgress (--reports 0-3) against the deployer on PostgreSQL, vs a bare grpc-js + one-upsert baseline; includes the credentials benchmark',
+    options: ['machines', 'concurrency', 'warmup', 'reports'],
+    zeroAllowed: ['reports'],
     flags: ['in-process-clients'],
     async run(options) {
       await runBootstrapStorm({
         ...(options.machines !== undefined ? { machines: options.machines } : {}),
         ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
         ...(options.warmup !== undefined ? { warmup: options.warmup } : {}),
+        ...(options.reports !== undefined ? { reports: options.reports } : {}),
         inProcessClients: options['in-process-clients'] === 1,
       });
     },
@@ -93,7 +97,10 @@ function parseOptions(benchmark: Benchmark, name: string, args: readonly string[
     }
     const raw = inline ?? args[++i];
     const value = Number(raw);
-    if (raw === undefined || !/^\d+$/.test(raw) || value < 1) throw new UsageError(`${name}: --${option} needs a positive whole number, got ${raw === undefined ? 'nothing' : `"${raw}"`}`);
+    const least = benchmark.zeroAllowed?.includes(option) ? 0 : 1;
+    if (raw === undefined || !/^\d+$/.test(raw) || value < least) {
+      throw new UsageError(`${name}: --${option} needs a ${least === 0 ? '' : 'positive '}whole number, got ${raw === undefined ? 'nothing' : `"${raw}"`}`);
+    }
     options[option] = value;
   }
   return options;

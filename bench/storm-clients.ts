@@ -12,7 +12,13 @@ import { InstallOutcome, InstallPhase, MachineState } from '../gen/ts/ultracloud
 import { createServiceClient, openChannel } from '../lib/grpc/client.js';
 import { loadLsblkFixture } from '../test/helpers/lsblk-fixtures.js';
 
-export const RPCS_PER_MACHINE = 5;
+/** ReportInstallProgress calls of a whole install: partition, install, finalize (the last ends it). */
+export const PROGRESS_REPORTS = 3;
+
+/** RPCs one installer makes: Discover, FetchPlan and `reports` progress reports. */
+export function rpcsPerMachine(reports: number): number {
+  return 2 + reports;
+}
 
 export interface LatencySummary {
   readonly calls: number;
@@ -28,6 +34,8 @@ export interface InstallersInput {
   readonly warmup: number;
   readonly machines: number;
   readonly concurrency: number;
+  /** Progress reports per installer, 0 to PROGRESS_REPORTS; fewer leave the install unfinished. */
+  readonly reports: number;
 }
 
 export interface InstallersResult {
@@ -44,6 +52,8 @@ export interface BaselineInput {
   /** Calls made first and not counted. */
   readonly warmupCalls: number;
   readonly concurrency: number;
+  /** Calls per key, as many as an installer's RPCs. */
+  readonly callsPerKey: number;
 }
 
 export interface BaselineResult {
@@ -93,12 +103,13 @@ async function runInstallers(input: InstallersInput): Promise<InstallersResult> 
     const fetched = await timed(sink('fetchPlan'), () => bootstrap.fetchPlan({ machineId: found.machineId }, bearer(found.sessionSecret)));
     const installToken = fetched.secrets?.installToken ?? '';
     if (!fetched.plan?.disk?.byIdPath || installToken === '') throw new Error(`installer ${index}: FetchPlan returned no root disk or install token`);
-    let last = MachineState.MACHINE_STATE_UNSPECIFIED;
-    for (const report of progressReports(fetched.plan.disk.byIdPath)) {
+    let last = MachineState.MACHINE_STATE_INSTALLING;
+    for (const report of progressReports(fetched.plan.disk.byIdPath).slice(0, input.reports)) {
       const answer = await timed(sink('reportInstallProgress'), () => bootstrap.reportInstallProgress({ machineId: found.machineId, ...report }, bearer(installToken)));
       last = answer.state;
     }
-    if (last !== MachineState.MACHINE_STATE_INSTALLED) throw new Error(`installer ${index}: machine ended ${MachineState[last]}, not INSTALLED`);
+    const expected = input.reports === PROGRESS_REPORTS ? MachineState.MACHINE_STATE_INSTALLED : MachineState.MACHINE_STATE_INSTALLING;
+    if (last !== expected) throw new Error(`installer ${index}: machine ended ${MachineState[last]}, not ${MachineState[expected]}`);
   };
   try {
     await runConcurrently(input.warmup, Math.min(input.warmup, input.concurrency), (i) => installOne(i, false));
@@ -219,11 +230,11 @@ interface BaselineClient extends grpc.Client {
 async function runBaselineClient(input: BaselineInput): Promise<BaselineResult> {
   const Client = grpc.makeGenericClientConstructor(BASELINE_SERVICE, 'Baseline');
   const client = new Client(input.address, grpc.credentials.createInsecure()) as unknown as BaselineClient;
-  // Each call's key is one of N "machines" (five calls each, like the deployer), with a payload
-  // about the size of a progress report. Warm-up keys are separate from the measured ones.
+  // Each call's key is one of N "machines" (as many calls each as an installer makes RPCs), with a
+  // payload about the size of a progress report. Warm-up keys are separate from the measured ones.
   const warmup = input.warmupCalls;
-  const keys = Array.from({ length: Math.ceil(input.calls / RPCS_PER_MACHINE) }, () => randomBytes(16));
-  const warmKeys = Array.from({ length: Math.ceil(warmup / RPCS_PER_MACHINE) }, () => randomBytes(16));
+  const keys = Array.from({ length: Math.ceil(input.calls / input.callsPerKey) }, () => randomBytes(16));
+  const warmKeys = Array.from({ length: Math.ceil(warmup / input.callsPerKey) }, () => randomBytes(16));
   const call = (key: Buffer) =>
     new Promise<void>((resolve, reject) => {
       client.upsert(Buffer.concat([key, randomBytes(240)]), (err) => (err ? reject(err) : resolve()));
