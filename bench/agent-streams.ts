@@ -190,6 +190,32 @@ function summarise(report: ReceivedReport, t0: number): { p50Ms: number; p99Ms: 
   return { p50Ms: percentile(delays, 50), p99Ms: percentile(delays, 99) };
 }
 
+/**
+ * When the leader decided the activations: the start time (wall-clock ms) of each tick that
+ * decided some, with how many, from the rollout event log. A fan-out's tail is either decided
+ * late (a later tick) or written and sent late (one early tick).
+ */
+async function decisionTicks(url: string, deployment: string): Promise<{ atMs: number; activations: number }[]> {
+  const client = new pg.Client({ connectionString: url, application_name: 'ultracloud-bench-check' });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ at_ms: string; activations: string }>(
+      `SELECT extract(epoch FROM at) * 1000 AS at_ms, count(*) AS activations FROM hosts.rollout_events
+       WHERE deployment = $1 AND kind = 'decision.activate' GROUP BY at ORDER BY at`,
+      [deployment],
+    );
+    return rows.map((r) => ({ atMs: Number(r.at_ms), activations: Number(r.activations) }));
+  } finally {
+    await client.end();
+  }
+}
+
+function formatDecisions(ticks: readonly { atMs: number; activations: number }[], t0: number): string {
+  const total = ticks.reduce((n, t) => n + t.activations, 0);
+  const shown = ticks.slice(0, 5).map((t) => `${t.activations} at +${(t.atMs - t0).toFixed(0)} ms`);
+  return `decided: ${total} activations by ${ticks.length} tick(s) of the leader (${shown.join(', ')}${ticks.length > 5 ? ', ...' : ''}; a tick's start, from the Apply)`;
+}
+
 async function scratchDatabase(adminUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `ultracloud_bench_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
@@ -373,6 +399,7 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
     const report = await received;
     const { p50Ms, p99Ms } = summarise(report, t0);
     input.print(`  ApplyHostDeployments answered in ${(applySeconds * 1000).toFixed(1)} ms`);
+    input.print(`  ${formatDecisions(await decisionTicks(input.url, 'bench-fleet'), t0)}`);
     return {
       fanOut: { rssPerStreamBytes: growth.rss, memory: growth, p50Ms, p99Ms, received: report.times.length, missing: report.missing, connectSeconds },
       credentials,
