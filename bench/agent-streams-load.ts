@@ -110,32 +110,54 @@ function openAgent(cmd: ConnectCommand, creds: AgentCredentials): Agent {
 }
 
 async function connectAll(cmd: ConnectCommand): Promise<void> {
+  startHeartbeats(cmd);
   let next = 0;
   const worker = async () => {
     while (next < cmd.agents.length) {
       const creds = cmd.agents[next++] as AgentCredentials;
       const agent = openAgent(cmd, creds);
       agents.push(agent);
+      // The stream's acknowledgement starts the agent's heartbeats, or, where none comes (the
+      // baseline answers nothing until it pushes), the end of the grace below.
+      void agent.ready.then(
+        () => beatFromNow(agent),
+        () => undefined,
+      );
       // The first answer (the controller's ack, or nothing for the baseline until pushed) or a
       // short grace: the handshake and the hello have then been through.
-      await Promise.race([agent.ready, new Promise((r) => setTimeout(r, 2_000).unref())]);
+      const acked = await Promise.race([agent.ready.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2_000).unref())]);
+      if (!acked) beatFromNow(agent);
     }
   };
   await Promise.all(Array.from({ length: cmd.concurrency }, worker));
-  // Each agent heartbeats every interval from its own start, as the nix-agent does from its
-  // stream's acknowledgement, so the fleet's heartbeats are spread over the interval rather than
-  // sent by all agents in the same instant (a burst of N messages each way that no real fleet
-  // makes, and that would land in some fan-out measurements and not in others).
+}
+
+// Each agent heartbeats every interval from its own start, as the nix-agent does from its
+// stream's acknowledgement: while a large fleet connects (minutes at 10,000), the first agents
+// keep heartbeating, as real ones do, instead of going stale before the last one is connected;
+// and the fleet's heartbeats are spread over the interval rather than sent by all agents in the
+// same instant (a burst of N messages each way that no real fleet makes).
+let beatSlots: Agent[][] = [];
+let beatSlot = 0;
+const beating = new WeakSet<Agent>();
+
+function startHeartbeats(cmd: ConnectCommand): void {
   const slots = Math.max(1, Math.round(cmd.heartbeatMs / HEARTBEAT_SLOT_MS));
-  let slot = 0;
+  beatSlots = Array.from({ length: slots }, () => []);
   heartbeat = setInterval(() => {
-    for (let i = slot; i < agents.length; i += slots) {
-      const a = agents[i] as Agent;
+    beatSlot = (beatSlot + 1) % slots;
+    for (const a of beatSlots[beatSlot] as Agent[]) {
       a.call.write(Buffer.from(ConnectRequest.encode({ sequence: a.sequence++, payload: { $case: 'heartbeat', value: { sentAt: new Date(), systemState: 'running' } } }).finish()));
     }
-    slot = (slot + 1) % slots;
   }, cmd.heartbeatMs / slots);
   heartbeat.unref();
+}
+
+/** Puts `agent` in the slot that comes round again one interval from now. */
+function beatFromNow(agent: Agent): void {
+  if (beating.has(agent)) return;
+  beating.add(agent);
+  (beatSlots[beatSlot] as Agent[]).push(agent);
 }
 
 /** The heartbeats of agents whose turn falls within this many milliseconds are sent together. */
