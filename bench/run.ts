@@ -9,8 +9,8 @@ interface Benchmark {
   readonly summary: string;
   /** Option names (without dashes) this benchmark accepts, each taking a positive integer. */
   readonly options: readonly string[];
-  /** Those of `options` that may also be 0. */
-  readonly zeroAllowed?: readonly string[];
+  /** Options taking a whole number within other bounds: [least, most]. */
+  readonly ranges?: Readonly<Record<string, readonly [number, number]>>;
   /** Flags (without dashes) it accepts, taking no value; present means 1. */
   readonly flags?: readonly string[];
   run(options: Readonly<Record<string, number>>): Promise<void>;
@@ -20,7 +20,7 @@ const BENCHMARKS: Record<string, Benchmark> = {
   'bootstrap-storm': {
     summary: 'N installers run Discover, FetchPlan, 3x ReportInstallProgress (--reports 0-3) against the deployer on PostgreSQL, vs a bare grpc-js + one-upsert baseline; includes the credentials benchmark',
     options: ['machines', 'concurrency', 'warmup', 'reports'],
-    zeroAllowed: ['reports'],
+    ranges: { reports: [0, 3] },
     flags: ['in-process-clients'],
     async run(options) {
       await runBootstrapStorm({
@@ -97,9 +97,11 @@ function parseOptions(benchmark: Benchmark, name: string, args: readonly string[
     }
     const raw = inline ?? args[++i];
     const value = Number(raw);
-    const least = benchmark.zeroAllowed?.includes(option) ? 0 : 1;
-    if (raw === undefined || !/^\d+$/.test(raw) || value < least) {
-      throw new UsageError(`${name}: --${option} needs a ${least === 0 ? '' : 'positive '}whole number, got ${raw === undefined ? 'nothing' : `"${raw}"`}`);
+    const range = benchmark.ranges?.[option];
+    const [least, most] = range ?? [1, Number.MAX_SAFE_INTEGER];
+    if (raw === undefined || !/^\d+$/.test(raw) || value < least || value > most) {
+      const wanted = range ? `a whole number from ${least} to ${most}` : 'a positive whole number';
+      throw new UsageError(`${name}: --${option} needs ${wanted}, got ${raw === undefined ? 'nothing' : `"${raw}"`}`);
     }
     options[option] = value;
   }
