@@ -117,16 +117,11 @@ async function connectAll(cmd: ConnectCommand): Promise<void> {
       const creds = cmd.agents[next++] as AgentCredentials;
       const agent = openAgent(cmd, creds);
       agents.push(agent);
-      // The stream's acknowledgement starts the agent's heartbeats, or, where none comes (the
-      // baseline answers nothing until it pushes), the end of the grace below.
-      void agent.ready.then(
-        () => beatFromNow(agent),
-        () => undefined,
-      );
       // The first answer (the controller's ack, or nothing for the baseline until pushed) or a
-      // short grace: the handshake and the hello have then been through.
-      const acked = await Promise.race([agent.ready.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2_000).unref())]);
-      if (!acked) beatFromNow(agent);
+      // short grace: the handshake and the hello have then been through, and the agent's
+      // heartbeats start.
+      await Promise.race([agent.ready, new Promise((r) => setTimeout(r, 2_000).unref())]);
+      beatFromNow(agent);
     }
   };
   await Promise.all(Array.from({ length: cmd.concurrency }, worker));
@@ -139,7 +134,6 @@ async function connectAll(cmd: ConnectCommand): Promise<void> {
 // same instant (a burst of N messages each way that no real fleet makes).
 let beatSlots: Agent[][] = [];
 let beatSlot = 0;
-const beating = new WeakSet<Agent>();
 
 function startHeartbeats(cmd: ConnectCommand): void {
   const slots = Math.max(1, Math.round(cmd.heartbeatMs / HEARTBEAT_SLOT_MS));
@@ -155,8 +149,6 @@ function startHeartbeats(cmd: ConnectCommand): void {
 
 /** Puts `agent` in the slot that comes round again one interval from now. */
 function beatFromNow(agent: Agent): void {
-  if (beating.has(agent)) return;
-  beating.add(agent);
   (beatSlots[beatSlot] as Agent[]).push(agent);
 }
 
