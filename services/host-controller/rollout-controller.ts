@@ -16,7 +16,7 @@ import { type AgentLiveness, nodeOwners, planRollout } from './domain/rollout-pl
 import { fence, LeadershipLost } from './leader-election.js';
 import type { MachineInventory } from './machine-inventory.js';
 import type { NodeDrainer } from './node-drainer.js';
-import { agentsLiveness, deleteInbox, isLive, takeInbox } from './store/agents.js';
+import { agentsLiveness, deleteInbox, takeInbox } from './store/agents.js';
 import { activationReportJson } from './store/documents.js';
 import { listDeployments, plannerStateChanged, rolloutPhaseName, updatePlannerState } from './store/deployments.js';
 import {
@@ -219,12 +219,12 @@ export class RolloutController {
       await fence(trx, epoch, now);
       const deployments = await listDeployments(trx, { lock: true });
       const rowsByDeployment = await nodeRollouts(trx);
-      const agents = await agentsLiveness(trx);
+      const agents = await agentsLiveness(trx, staleBefore);
       const inbox = await takeInbox(trx, INBOX_BATCH);
       // As loaded, to see which activations this tick ended (by report or by plan).
       const loaded = new Map([...rowsByDeployment].map(([name, rows]) => [name, new Map(rows)]));
       const bootIds = new Map(agents.map((a) => [a.nodeId, a.bootId]));
-      const liveness = new Map<string, AgentLiveness>(agents.map((a) => [a.nodeId, { connected: isLive(a, staleBefore), currentSystemPath: a.currentSystemPath }]));
+      const liveness = new Map<string, AgentLiveness>(agents.map((a) => [a.nodeId, { connected: a.live, currentSystemPath: a.currentSystemPath }]));
       const events: RolloutEvent[] = [];
       const dirty = new Map<string, Map<string, NodeRollout>>();
       const changeEvent = (deployment: string, before: NodeRollout | undefined, after: NodeRollout) => {
@@ -259,8 +259,9 @@ export class RolloutController {
       // Plan every deployment.
       const owners = nodeOwners(deployments, nodes);
       const deliver = new Set<string>();
-      const decided = new Map<string, StoredDesiredSystem>();
       const activations: Activation[] = [];
+      /** Nodes granted a reboot slot by this tick: what they are sent is read back with the grant. */
+      const granted = new Set<string>();
       const drains: TickOutcome['drains'] = [];
       const uncordons: TickOutcome['uncordons'] = [];
       const draining = new Set<string>();
@@ -284,15 +285,13 @@ export class RolloutController {
         }
         await deleteNodeRollouts(trx, name, plan.removed.map((r) => r.nodeId));
         for (const a of plan.activations) {
-          deliver.add(a.nodeId);
-          decided.set(a.nodeId, { desired: a, rebootGrantDeadline: undefined, rebootGrantBootId: '' });
           activations.push({ deployment: name, resourceVersion: d.resourceVersion, desired: a });
           const from = phaseBefore.get(a.nodeId) ?? '';
           events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: from, toPhase: phaseName(P.NODE_ROLLOUT_PHASE_ACTIVATING), message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
         }
         for (const g of plan.rebootGrants) {
           deliver.add(g.nodeId);
-          decided.delete(g.nodeId);
+          granted.add(g.nodeId);
           reported.add(`${name}\u0000${g.nodeId}`);
           await grantReboot(trx, g.nodeId, g.deadline, bootIds.get(g.nodeId) ?? '', now);
           events.push({ at: now, deployment: name, revision: d.revision, nodeId: g.nodeId, kind: 'decision.reboot_grant', fromPhase: '', toPhase: '', message: `reboot before ${g.deadline.toISOString()}`, replica });
@@ -308,15 +307,14 @@ export class RolloutController {
         }
         for (const nodeId of plan.uncordons) uncordons.push({ nodeId, deployment: name });
       }
-      const deferred = deferActivations(activations, this.options.activationBatch ?? DEFAULT_ACTIVATION_BATCH, reported, dirty, events);
-      for (const batch of deferred) {
-        for (const a of batch.activations) {
-          deliver.delete(a.desired.nodeId);
-          decided.delete(a.desired.nodeId);
-        }
+      const { kept, deferred } = deferActivations(activations, this.options.activationBatch ?? DEFAULT_ACTIVATION_BATCH, reported, dirty, events);
+      const decided = new Map<string, StoredDesiredSystem>();
+      for (const a of kept) {
+        const id = a.desired.nodeId;
+        deliver.add(id);
+        if (!granted.has(id)) decided.set(id, { desired: a.desired, rebootGrantDeadline: undefined, rebootGrantBootId: '' });
       }
-      const deferredNodes = new Set(deferred.flatMap((b) => b.activations.map((a) => `${a.deployment}\u0000${a.desired.nodeId}`)));
-      await saveDesiredSystems(trx, activations.filter((a) => !deferredNodes.has(`${a.deployment}\u0000${a.desired.nodeId}`)).map((a) => a.desired), now);
+      await saveDesiredSystems(trx, kept.map((a) => a.desired), now);
       for (const [name, rows] of dirty) {
         await saveNodeRollouts(trx, name, [...rows.values()]);
         // An activation that ended without success is not handed out again.
@@ -328,7 +326,7 @@ export class RolloutController {
       await withdrawDesiredSystems(trx, withdraw);
       await appendEvents(trx, events);
       await deleteInbox(trx, inbox.map((e) => e.id));
-      const healthy = new Set(agents.filter((a) => isLive(a, staleBefore) && a.healthyBootId !== '' && a.healthyBootId === a.bootId).map((a) => a.nodeId));
+      const healthy = new Set(agents.filter((a) => a.live && a.healthyThisBoot).map((a) => a.nodeId));
       if (inbox.length === INBOX_BATCH) this.again = true;
       return { deliver: [...deliver], decided, drains, uncordons, draining, healthy, deferred };
     });
@@ -437,7 +435,8 @@ export class RolloutController {
  * Keeps the first `batchSize` activations in the tick's own transaction and moves the rest, with
  * their nodes' entries and events, into batches written after it. A node whose entry an agent's
  * message changed in this tick stays in the tick (its inbox entry is consumed there), and so does
- * everything when there are no more than `batchSize`.
+ * everything when there are no more than `batchSize`. Looked up by deployment, then node: a
+ * decision for a whole fleet would otherwise build a key string per node several times over.
  */
 function deferActivations(
   activations: readonly Activation[],
@@ -445,35 +444,47 @@ function deferActivations(
   keep: ReadonlySet<string>,
   dirty: Map<string, Map<string, NodeRollout>>,
   events: RolloutEvent[],
-): DeferredBatch[] {
-  if (activations.length <= batchSize) return [];
-  const key = (deployment: string, nodeId: string) => `${deployment}\u0000${nodeId}`;
-  const later = activations.slice(batchSize).filter((a) => !keep.has(key(a.deployment, a.desired.nodeId)));
-  if (later.length === 0) return [];
-  const batchOf = new Map<string, number>();
-  later.forEach((a, i) => batchOf.set(key(a.deployment, a.desired.nodeId), Math.floor(i / batchSize)));
+): { kept: readonly Activation[]; deferred: DeferredBatch[] } {
+  if (activations.length <= batchSize) return { kept: activations, deferred: [] };
+  const kept = activations.slice(0, batchSize);
+  const later: Activation[] = [];
+  for (let i = batchSize; i < activations.length; i++) {
+    const a = activations[i] as Activation;
+    if (keep.size > 0 && keep.has(`${a.deployment}\u0000${a.desired.nodeId}`)) kept.push(a);
+    else later.push(a);
+  }
+  if (later.length === 0) return { kept, deferred: [] };
+  const batchOf = new Map<string, Map<string, number>>();
+  later.forEach((a, i) => {
+    let m = batchOf.get(a.deployment);
+    if (!m) batchOf.set(a.deployment, (m = new Map()));
+    m.set(a.desired.nodeId, Math.floor(i / batchSize));
+  });
   const batches = Array.from({ length: Math.ceil(later.length / batchSize) }, (_, i) => ({
     activations: later.slice(i * batchSize, (i + 1) * batchSize),
     rows: new Map<string, NodeRollout[]>(),
     events: [] as RolloutEvent[],
   }));
   for (const [deployment, rows] of dirty) {
+    const of = batchOf.get(deployment);
+    if (!of) continue;
     for (const [nodeId, row] of rows) {
-      const b = batchOf.get(key(deployment, nodeId));
+      const b = of.get(nodeId);
       if (b === undefined) continue;
       rows.delete(nodeId);
       const target = batches[b] as (typeof batches)[number];
-      const list = target.rows.get(deployment) ?? [];
-      list.push(row);
-      target.rows.set(deployment, list);
+      const list = target.rows.get(deployment);
+      if (list) list.push(row);
+      else target.rows.set(deployment, [row]);
     }
   }
-  const kept: RolloutEvent[] = [];
+  const stay: RolloutEvent[] = [];
   for (const e of events) {
-    const b = e.nodeId === '' ? undefined : batchOf.get(key(e.deployment, e.nodeId));
-    if (b === undefined) kept.push(e);
+    const b = e.nodeId === '' ? undefined : batchOf.get(e.deployment)?.get(e.nodeId);
+    if (b === undefined) stay.push(e);
     else (batches[b] as (typeof batches)[number]).events.push(e);
   }
-  events.splice(0, events.length, ...kept);
-  return batches;
+  events.length = 0;
+  for (const e of stay) events.push(e);
+  return { kept, deferred: batches };
 }

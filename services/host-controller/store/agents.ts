@@ -143,12 +143,32 @@ export function isLive(a: Pick<AgentRecord, 'connected' | 'lastSeenAt'>, staleBe
   return a.connected && a.lastSeenAt.getTime() >= staleBefore.getTime();
 }
 
-/** What the leader plans with, per agent: liveness, boot and running system (no reports or journals). */
-export type AgentLivenessRecord = Pick<AgentRecord, 'nodeId' | 'bootId' | 'currentSystemPath' | 'healthyBootId' | 'connected' | 'lastSeenAt'>;
+/**
+ * What the leader plans with, per agent: whether it is live (connected and heard from since
+ * `staleBefore`, as isLive says), whether it reported the host healthy on its current boot, its
+ * boot and what the host runs. The database compares the times: a fleet's worth of timestamps
+ * decoded on every tick would cost the leader more than the rest of the read.
+ */
+export interface AgentLivenessRecord {
+  readonly nodeId: string;
+  readonly bootId: string;
+  readonly currentSystemPath: string;
+  readonly live: boolean;
+  readonly healthyThisBoot: boolean;
+}
 
-export async function agentsLiveness(db: HostsDb): Promise<AgentLivenessRecord[]> {
-  const rows = await db.selectFrom('agents').select(['node_id', 'boot_id', 'current_system_path', 'healthy_boot_id', 'connected', 'last_seen_at']).execute();
-  return rows.map((r) => ({ nodeId: r.node_id, bootId: r.boot_id, currentSystemPath: r.current_system_path, healthyBootId: r.healthy_boot_id, connected: r.connected, lastSeenAt: r.last_seen_at }));
+export async function agentsLiveness(db: HostsDb, staleBefore: Date): Promise<AgentLivenessRecord[]> {
+  const rows = await db
+    .selectFrom('agents')
+    .select((eb) => [
+      'node_id',
+      'boot_id',
+      'current_system_path',
+      eb.and([eb('connected', '=', true), eb('last_seen_at', '>=', staleBefore)]).as('live'),
+      eb.and([eb('healthy_boot_id', '<>', ''), eb('healthy_boot_id', '=', eb.ref('boot_id'))]).as('healthy'),
+    ])
+    .execute();
+  return rows.map((r) => ({ nodeId: r.node_id, bootId: r.boot_id, currentSystemPath: r.current_system_path, live: r.live === true, healthyThisBoot: r.healthy === true }));
 }
 
 export interface AgentQuery {
