@@ -3,11 +3,12 @@
 // PGlite and on the real server.
 import { HostDeployment, NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { migrateToLatest, serviceDatabase } from '../../lib/db/index.js';
-import { desiredSystems } from '../../services/host-controller/domain/desired-system.js';
+import { desiredSystem, desiredSystems, nodeTarget } from '../../services/host-controller/domain/desired-system.js';
 import type { NodeRollout } from '../../services/host-controller/domain/node-rollout.js';
 import { HOSTS_SCHEMA, hostsMigrations } from '../../services/host-controller/migrations/index.js';
 import { deleteDeployment, insertDeployment } from '../../services/host-controller/store/deployments.js';
-import { desiredSystemsOf, listEvents, nodeRollouts, type RolloutEvent, saveActivationBatch } from '../../services/host-controller/store/rollouts.js';
+import { desiredSystemJson } from '../../services/host-controller/store/documents.js';
+import { desiredSystemsOf, grantReboot, listEvents, nodeRollouts, type RolloutEvent, saveActivationBatch, saveDesiredSystems } from '../../services/host-controller/store/rollouts.js';
 import type { HostsDatabase } from '../../services/host-controller/store/tables.js';
 import { storageTest } from '../helpers/databases.js';
 
@@ -100,4 +101,37 @@ storageTest('an activation batch of a deposed leader writes nothing', async (t, 
   t.is(await saveActivationBatch(h, batch({ workers: ['w-1', 'w-2'] }, { workers: 5n }, 1n)), 'deposed');
   t.deepEqual(await written(h), { entries: 0, desired: 0, events: 0 });
   t.is((await h.selectFrom('controller_leader').select('replica').executeTakeFirstOrThrow()).replica, 'hc-b');
+});
+
+storageTest('desired systems stored in bulk have exactly the JSON each would have on its own, and a new one ends an outstanding reboot grant', async (t, db) => {
+  const h = await hosts(db);
+  const later = new Date(NOW.getTime() + 1000);
+  const spec = (extra: Partial<HostDeployment>) => HostDeployment.fromPartial({ name: 'workers', selector: { allNodes: true }, target: { systemPath: SYSTEM }, ...extra });
+  const withHealth = spec({ healthCheck: { probe: { $case: 'http', value: { url: 'http://127.0.0.1:8080/healthz', expectedStatus: 200 } } }, substituters: ['https://cache.example'] });
+  const flake = spec({ name: 'storage', target: { systemPath: '', nodeSystemPaths: {}, flakeRef: 'git+https://git.example/infra?rev=abc', flakeAttr: 'nixosConfigurations.{hostname}.config.system.build.toplevel' } });
+  const perNode = spec({ target: { systemPath: SYSTEM, nodeSystemPaths: { 'w-5': `${SYSTEM}-special` }, flakeRef: '', flakeAttr: '' } });
+  const make = (d: HostDeployment, revision: bigint, nodeId: string, at: Date) => desiredSystem(d, revision, nodeId, nodeTarget(d, { nodeId, hostname: `h-${nodeId}` }) as NonNullable<ReturnType<typeof nodeTarget>>, at);
+  const all = [
+    ...['w-1', 'w-2', 'w-3'].map((n) => make(withHealth, 3n, n, NOW)),
+    ...['s-1', 's-2'].map((n) => make(flake, 1n, n, NOW)),
+    ...['w-4', 'w-5'].map((n) => make(perNode, 7n, n, later)),
+  ];
+  await saveDesiredSystems(h, all, NOW);
+  const stored = await desiredSystemsOf(h, all.map((d) => d.nodeId));
+  const json = (d: (typeof all)[number] | undefined) => (d ? desiredSystemJson.toJson(d) : undefined);
+  for (const d of all) t.deepEqual(json(stored.get(d.nodeId)?.desired), json(d), d.nodeId);
+  const documents = await h.selectFrom('desired_systems').select(['node_id', 'desired']).execute();
+  for (const r of documents) t.deepEqual(r.desired, desiredSystemJson.toJson(all.find((d) => d.nodeId === r.node_id) as (typeof all)[number]), r.node_id);
+  t.is(stored.get('s-2')?.desired.flakeAttr, 'nixosConfigurations.h-s-2.config.system.build.toplevel');
+  t.is(stored.get('w-5')?.desired.systemPath, `${SYSTEM}-special`);
+
+  // A node granted a reboot, then handed a newer revision: the grant ends with the old one.
+  await grantReboot(h, 'w-1', later, 'boot-1', NOW);
+  t.deepEqual((await desiredSystemsOf(h, ['w-1'])).get('w-1')?.rebootGrantDeadline, later);
+  const newer = make(withHealth, 4n, 'w-1', later);
+  await saveDesiredSystems(h, [newer], later);
+  const replaced = (await desiredSystemsOf(h, ['w-1'])).get('w-1');
+  t.deepEqual(json(replaced?.desired), json(newer));
+  t.is(replaced?.rebootGrantDeadline, undefined);
+  t.is(replaced?.rebootGrantBootId, '');
 });

@@ -6,8 +6,6 @@ import { InvalidArgumentError } from '../../lib/errors.js';
 import { encodeProtoJson, protoJsonOf } from '../../lib/proto-json.js';
 import { changedFields, normalizeSpec, startsRevision, validateHostDeployments } from '../../services/host-controller/domain/deployment-spec.js';
 import { desiredSystem, nodeTarget } from '../../services/host-controller/domain/desired-system.js';
-import { desiredSystemJson } from '../../services/host-controller/store/documents.js';
-import { desiredSystemDocuments } from '../../services/host-controller/store/rollouts.js';
 import { nodeListBody, parseNodeListBody, parseWakeup, wakeupPayload } from '../../services/host-controller/wakeups.js';
 
 const PATH = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-node-24.11';
@@ -112,21 +110,4 @@ test('wake-up payloads carry the sending replica, so a replica skips what it alr
   t.true(payload.length < 8000);
   t.is(parseNodeListBody(parseWakeup(payload).body), '*');
   t.is(parseNodeListBody(''), '*');
-});
-
-test('desired systems stored in bulk have exactly the JSON each would have on its own', (t) => {
-  const now = new Date('2026-11-29T08:00:00.000Z');
-  const later = new Date('2026-11-29T08:00:01.000Z');
-  const withHealth = d({ name: 'a', healthCheck: { probe: { $case: 'http', value: { url: 'http://127.0.0.1:8080/healthz', expectedStatus: 200 } } }, substituters: ['https://cache.example'] });
-  const flake = d({ name: 'b', target: { systemPath: '', nodeSystemPaths: {}, flakeRef: 'git+https://git.example/infra?rev=abc', flakeAttr: 'nixosConfigurations.{hostname}.config.system.build.toplevel' } });
-  const perNode = d({ name: 'c', target: { systemPath: PATH, nodeSystemPaths: { 'worker-2': `${PATH}-special` }, flakeRef: '', flakeAttr: '' } });
-  const all = [
-    ...['worker-1', 'worker-2', 'worker-3'].map((n) => desiredSystem(withHealth, 3n, n, nodeTarget(withHealth, { nodeId: n, hostname: `h-${n}` }) as NonNullable<ReturnType<typeof nodeTarget>>, now)),
-    ...['worker-1', 'worker-2'].map((n) => desiredSystem(flake, 1n, n, nodeTarget(flake, { nodeId: n, hostname: `h-${n}` }) as NonNullable<ReturnType<typeof nodeTarget>>, now)),
-    ...['worker-1', 'worker-2'].map((n) => desiredSystem(perNode, 7n, n, nodeTarget(perNode, { nodeId: n, hostname: `h-${n}` }) as NonNullable<ReturnType<typeof nodeTarget>>, later)),
-    desiredSystem(perNode, 8n, 'worker-3', nodeTarget(perNode, { nodeId: 'worker-3', hostname: 'h-3' }) as NonNullable<ReturnType<typeof nodeTarget>>, later),
-  ];
-  t.deepEqual(desiredSystemDocuments(all), all.map((x) => desiredSystemJson.toJson(x)));
-  t.is(desiredSystemDocuments(all)[4]?.flakeAttr, 'nixosConfigurations.h-worker-2.config.system.build.toplevel');
-  t.is(desiredSystemDocuments(all)[6]?.systemPath, `${PATH}-special`);
 });

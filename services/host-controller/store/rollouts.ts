@@ -1,10 +1,10 @@
 // Node rollout entries, the desired system of each node, the rollout event log and the audit log.
 import { ActivationFailureReason, type DesiredSystem } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import { type NodeRollout, phaseFromName, phaseName } from '../domain/node-rollout.js';
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import { type JsonRowsWrite, jsonRows, jsonRowsInsert, writeJsonRows } from '../../../lib/db/json-rows.js';
 import { desiredSystemJson } from './documents.js';
-import type { DesiredSystemsTable, HostsDb, JsonDocument, NodeRolloutsTable, RolloutEventsTable, Selectable } from './tables.js';
+import type { HostsDb, JsonDocument, NodeRolloutsTable, RolloutEventsTable, Selectable } from './tables.js';
 
 function reasonColumn(r: ActivationFailureReason): string {
   return r === ActivationFailureReason.ACTIVATION_FAILURE_REASON_UNSPECIFIED ? '' : (ActivationFailureReason[r] ?? '').replace(/^ACTIVATION_FAILURE_REASON_/, '');
@@ -128,46 +128,40 @@ export interface StoredDesiredSystem {
   readonly rebootGrantBootId: string;
 }
 
-const DESIRED_SYSTEM_COLUMNS = ['node_id', 'deployment', 'revision', 'desired', 'reboot_grant_deadline', 'reboot_grant_boot_id', 'decided_at', 'updated_at'] as const satisfies readonly (keyof DesiredSystemsTable)[];
-
 /**
- * The stored JSON of many desired systems. Those of one deployment revision decided at one instant
- * share everything but the node's id and target, so the canonical JSON is built once for them and
- * only those fields are put in per node (a rollout of thousands of nodes would otherwise spend most
- * of its write building the same JSON again).
+ * The INSERT (or upsert, replacing an outstanding reboot grant) of many desired systems, as a
+ * statement or a data-modifying CTE; `when`: a condition under which they are written at all.
+ * Those of one deployment revision decided at one instant share everything but the node's id and
+ * target: their shared JSON travels once, and PostgreSQL adds each node's fields to it, so the
+ * stored documents are what the JSON codec makes of each message while a rollout of thousands of
+ * nodes neither builds nor parses the same JSON thousands of times.
  */
-export function desiredSystemDocuments(desired: readonly DesiredSystem[]): JsonDocument[] {
-  const shared = new Map<string, JsonDocument>();
-  return desired.map((d) => {
+function desiredSystemsInsert(desired: readonly DesiredSystem[], now: Date, when?: RawBuilder<unknown>): RawBuilder<unknown> {
+  const shared = new Map<string, number>();
+  const templates: JsonDocument[] = [];
+  const rows = desired.map((d) => {
     const key = `${d.deployment}\u0000${d.revision}\u0000${d.createdAt?.getTime() ?? ''}`;
-    let base = shared.get(key);
-    if (!base) {
-      base = desiredSystemJson.toJson({ ...d, nodeId: '', systemPath: '', flakeAttr: '' });
-      shared.set(key, base);
+    let t = shared.get(key);
+    if (t === undefined) {
+      t = templates.push(desiredSystemJson.toJson({ ...d, nodeId: '', systemPath: '', flakeAttr: '' })) - 1;
+      shared.set(key, t);
     }
-    // proto3 JSON leaves out empty strings, as the codec does. (A copy and plain assignments: a
-    // literal of several spreads costs microseconds per node.)
-    const doc: JsonDocument = Object.assign({}, base);
-    if (d.nodeId) doc.nodeId = d.nodeId;
-    if (d.systemPath) doc.systemPath = d.systemPath;
-    if (d.flakeAttr) doc.flakeAttr = d.flakeAttr;
-    return doc;
+    return { node_id: d.nodeId, deployment: d.deployment, revision: d.revision.toString(), t, system_path: d.systemPath, flake_attr: d.flakeAttr };
   });
-}
-
-function desiredSystemsWrite(desired: readonly DesiredSystem[], now: Date): JsonRowsWrite {
-  const documents = desiredSystemDocuments(desired);
-  return {
-    table: 'desired_systems',
-    columns: DESIRED_SYSTEM_COLUMNS,
-    rows: desired.map((d, i) => ({ node_id: d.nodeId, deployment: d.deployment, revision: d.revision, desired: documents[i], reboot_grant_deadline: null, reboot_grant_boot_id: '', decided_at: now, updated_at: now })),
-    onConflict: { columns: ['node_id'], update: DESIRED_SYSTEM_COLUMNS.slice(1) },
-  };
+  // proto3 JSON leaves out empty strings, as the codec does.
+  return sql`INSERT INTO ${sql.table('desired_systems')} (node_id, deployment, revision, desired, reboot_grant_deadline, reboot_grant_boot_id, decided_at, updated_at)
+    SELECT r.node_id, r.deployment, r.revision,
+      (${JSON.stringify(templates)}::jsonb -> r.t) || jsonb_strip_nulls(jsonb_build_object('nodeId', nullif(r.node_id, ''), 'systemPath', nullif(r.system_path, ''), 'flakeAttr', nullif(r.flake_attr, ''))),
+      NULL, '', ${now}, ${now}
+    FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS r(node_id text, deployment text, revision int8, t int4, system_path text, flake_attr text)${when ? sql` WHERE ${when}` : sql``}
+    ON CONFLICT (node_id) DO UPDATE SET deployment = excluded.deployment, revision = excluded.revision, desired = excluded.desired,
+      reboot_grant_deadline = excluded.reboot_grant_deadline, reboot_grant_boot_id = excluded.reboot_grant_boot_id, decided_at = excluded.decided_at, updated_at = excluded.updated_at`;
 }
 
 /** Hands each node its new desired system (an outstanding reboot grant ends with it), in one statement. */
 export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
-  await writeJsonRows(db, desiredSystemsWrite(desired, now));
+  if (desired.length === 0) return;
+  await desiredSystemsInsert(desired, now).execute(db);
 }
 
 export async function grantReboot(db: HostsDb, nodeId: string, deadline: Date, bootId: string, now: Date): Promise<void> {
@@ -255,7 +249,7 @@ export async function saveActivationBatch(db: HostsDb, b: ActivationBatch): Prom
   const when = sql`(SELECT fenced AND current FROM guard)`;
   const writes = [
     ...(nodeRows.length > 0 ? [sql`node_entries AS (${jsonRowsInsert(nodeRolloutsWrite(nodeRows), when)})`] : []),
-    ...(b.desired.length > 0 ? [sql`desired AS (${jsonRowsInsert(desiredSystemsWrite(b.desired, b.now), when)})`] : []),
+    ...(b.desired.length > 0 ? [sql`desired AS (${desiredSystemsInsert(b.desired, b.now, when)})`] : []),
     ...(b.events.length > 0 ? [sql`events AS (${jsonRowsInsert(eventsWrite(b.events), when)})`] : []),
   ];
   const r = await sql<{ fenced: boolean; current: boolean }>`WITH
