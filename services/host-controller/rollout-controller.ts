@@ -3,12 +3,14 @@
 // phases, desired systems, reboot grants and an event per change — before anything is sent.
 // After commit the replicas holding the affected streams are told to deliver, and the side
 // effects run: drains, uncordons, and Activate for nodes whose first healthy report came in.
+// A decision of many activations is committed as intents (store/intents.ts), sent, and then
+// written out in full.
 // Ticks run one at a time, on a wake-up (operator write, agent message, inventory change) or
 // every reconcile interval (timeouts, staleness).
 import type { Kysely } from 'kysely';
 import { ClientError, Status } from 'nice-grpc';
 import { type ActivationReport, RebootRequest } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
-import { type DesiredSystem, NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
 import type { DatabaseNotifications } from '../../lib/db/notifications.js';
 import type { Logger } from '../../lib/log.js';
 import { applyActivationReport, applyRebootRequest, FAILED_PHASES, IN_PROGRESS, type NodeRollout, phaseName } from './domain/node-rollout.js';
@@ -25,13 +27,13 @@ import {
   grantReboot,
   nodeRollouts,
   type RolloutEvent,
-  saveActivationBatch,
   saveDesiredSystems,
   saveNodeRollouts,
   setCordoned,
   type StoredDesiredSystem,
   withdrawDesiredSystems,
 } from './store/rollouts.js';
+import { type ActivationIntent, activationIntents, type DecidedActivation, saveIntents, writeIntents } from './store/intents.js';
 import type { HostsDatabase } from './store/tables.js';
 import { nodeListBody, parseWakeup, WAKEUP_CHANNELS, wakeupPayload } from './wakeups.js';
 
@@ -66,30 +68,14 @@ export interface RolloutControllerOptions {
    */
   readonly localDeliveriesSent?: () => Promise<void>;
   readonly observer?: RolloutControllerObserver;
-  /** Activations written (and delivered) per transaction when a tick hands out more; default 1,000. */
+  /**
+   * A tick handing out more activations than this commits them as intents, sends them, and then
+   * writes their node entries, desired systems and events; default 1,000.
+   */
   readonly activationBatch?: number;
 }
 
 const DEFAULT_ACTIVATION_BATCH = 1_000;
-
-/** One node's activation as decided by a tick, with what it was decided from. */
-interface Activation {
-  readonly deployment: string;
-  /** The deployment's resource_version the decision was based on. */
-  readonly resourceVersion: bigint;
-  readonly desired: DesiredSystem;
-}
-
-/**
- * Activations of a large rollout decided by one tick but written after its transaction, a batch
- * per transaction, each delivered as soon as it commits: the streams start receiving while the
- * database still writes the rest. Each batch holds its nodes' entries and events.
- */
-interface DeferredBatch {
-  readonly activations: readonly Activation[];
-  readonly rows: ReadonlyMap<string, readonly NodeRollout[]>;
-  readonly events: readonly RolloutEvent[];
-}
 
 interface TickOutcome {
   readonly deliver: string[];
@@ -99,7 +85,8 @@ interface TickOutcome {
   readonly uncordons: { nodeId: string; deployment: string }[];
   readonly draining: Set<string>;
   readonly healthy: Set<string>;
-  readonly deferred: readonly DeferredBatch[];
+  /** Nodes of the intents this tick committed (delivered from `decided` too), written out after the sends. */
+  readonly intended: readonly string[];
 }
 
 export class RolloutController {
@@ -187,13 +174,14 @@ export class RolloutController {
     try {
       const result = await this.tick(epoch);
       this.afterCommit(epoch, result);
-      for (const batch of result.deferred) {
-        if (this.stopped || this.epoch !== epoch) break;
-        if (!(await this.writeDeferred(epoch, batch))) {
-          // An operator changed a deployment meanwhile: the rest is planned again, from the database.
-          this.again = true;
-          break;
-        }
+      if (result.intended.length > 0) {
+        // The streams first; then the entries, desired systems and events the intents stand for
+        // (the next tick would write them before planning anyway).
+        await this.options.localDeliveriesSent?.();
+        const written = await writeIntents(this.options.db, epoch, new Date());
+        if (written === 'deposed') throw new LeadershipLost(epoch);
+        // Streams held by other replicas are served from the database, now complete.
+        if (written.length > 0) void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(written)));
       }
     } catch (err) {
       if (err instanceof LeadershipLost) {
@@ -217,6 +205,9 @@ export class RolloutController {
     const replica = this.options.replica;
     return this.options.db.transaction().execute(async (trx) => {
       await fence(trx, epoch, now);
+      // Intents a previous tick (of this leader or one that died) committed and did not write out.
+      const recovered = await writeIntents(trx, epoch, now);
+      if (recovered === 'deposed') throw new LeadershipLost(epoch);
       const deployments = await listDeployments(trx, { lock: true });
       const rowsByDeployment = await nodeRollouts(trx);
       const agents = await agentsLiveness(trx, staleBefore);
@@ -258,8 +249,8 @@ export class RolloutController {
 
       // Plan every deployment.
       const owners = nodeOwners(deployments, nodes);
-      const deliver = new Set<string>();
-      const activations: Activation[] = [];
+      const deliver = new Set<string>(recovered);
+      const activations: DecidedActivation[] = [];
       /** Nodes granted a reboot slot by this tick: what they are sent is read back with the grant. */
       const granted = new Set<string>();
       const drains: TickOutcome['drains'] = [];
@@ -285,8 +276,8 @@ export class RolloutController {
         }
         await deleteNodeRollouts(trx, name, plan.removed.map((r) => r.nodeId));
         for (const a of plan.activations) {
-          activations.push({ deployment: name, resourceVersion: d.resourceVersion, desired: a });
           const from = phaseBefore.get(a.nodeId) ?? '';
+          activations.push({ deployment: name, row: rows.get(a.nodeId) as NodeRollout, desired: a, fromPhase: from });
           events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: from, toPhase: phaseName(P.NODE_ROLLOUT_PHASE_ACTIVATING), message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
         }
         for (const g of plan.rebootGrants) {
@@ -307,13 +298,14 @@ export class RolloutController {
         }
         for (const nodeId of plan.uncordons) uncordons.push({ nodeId, deployment: name });
       }
-      const { kept, deferred } = deferActivations(activations, this.options.activationBatch ?? DEFAULT_ACTIVATION_BATCH, reported, dirty, events);
+      const { intents, kept } = intendActivations(activations, this.options.activationBatch ?? DEFAULT_ACTIVATION_BATCH, now, replica, reported, dirty, events);
       const decided = new Map<string, StoredDesiredSystem>();
-      for (const a of kept) {
+      for (const a of activations) {
         const id = a.desired.nodeId;
-        deliver.add(id);
         if (!granted.has(id)) decided.set(id, { desired: a.desired, rebootGrantDeadline: undefined, rebootGrantBootId: '' });
       }
+      for (const a of kept) deliver.add(a.desired.nodeId);
+      await saveIntents(trx, intents);
       await saveDesiredSystems(trx, kept.map((a) => a.desired), now);
       for (const [name, rows] of dirty) {
         await saveNodeRollouts(trx, name, [...rows.values()]);
@@ -328,42 +320,19 @@ export class RolloutController {
       await deleteInbox(trx, inbox.map((e) => e.id));
       const healthy = new Set(agents.filter((a) => a.live && a.healthyThisBoot).map((a) => a.nodeId));
       if (inbox.length === INBOX_BATCH) this.again = true;
-      return { deliver: [...deliver], decided, drains, uncordons, draining, healthy, deferred };
+      return { deliver: [...deliver], decided, drains, uncordons, draining, healthy, intended: intents.flatMap((i) => i.nodes.map((n) => n[0])) };
     });
   }
 
   private afterCommit(epoch: bigint, t: TickOutcome): void {
-    if (t.deliver.length > 0) {
-      this.options.deliverLocally(t.deliver, t.decided);
-      void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(t.deliver)));
-    }
+    // Intended activations go to this replica's streams now, to the others' once written out.
+    if (t.deliver.length > 0 || t.intended.length > 0) this.options.deliverLocally(t.intended.length > 0 ? [...t.deliver, ...t.intended] : t.deliver, t.decided);
+    if (t.deliver.length > 0) void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(t.deliver)));
     // What the scheduler said about nodes no longer draining is no longer news.
     for (const n of [...this.drained]) if (!t.draining.has(n)) this.drained.delete(n);
     for (const d of t.drains) this.requestDrain(d);
     for (const u of t.uncordons) this.requestUncordon(epoch, u);
     this.activateHealthy(epoch, t.healthy);
-  }
-
-  /**
-   * Writes one deferred batch, fenced, if its deployments are still as planned (same
-   * resource_version, under their row locks), in one statement (saveActivationBatch), then
-   * delivers it. False, with nothing written, when an operator changed one of them meanwhile.
-   */
-  private async writeDeferred(epoch: bigint, batch: DeferredBatch): Promise<boolean> {
-    const outcome = await saveActivationBatch(this.options.db, {
-      epoch,
-      now: new Date(),
-      planned: new Map(batch.activations.map((a) => [a.deployment, a.resourceVersion])),
-      rows: batch.rows,
-      desired: batch.activations.map((a) => a.desired),
-      events: batch.events,
-    });
-    if (outcome === 'deposed') throw new LeadershipLost(epoch);
-    if (outcome === 'changed') return false;
-    const ids = batch.activations.map((a) => a.desired.nodeId);
-    this.options.deliverLocally(ids, new Map(batch.activations.map((a) => [a.desired.nodeId, { desired: a.desired, rebootGrantDeadline: undefined, rebootGrantBootId: '' }])));
-    void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(ids)));
-    return true;
   }
 
   private requestDrain(d: { nodeId: string; deployment: string; revision: bigint }): void {
@@ -432,59 +401,39 @@ export class RolloutController {
 }
 
 /**
- * Keeps the first `batchSize` activations in the tick's own transaction and moves the rest, with
- * their nodes' entries and events, into batches written after it. A node whose entry an agent's
- * message changed in this tick stays in the tick (its inbox entry is consumed there), and so does
- * everything when there are no more than `batchSize`. Looked up by deployment, then node: a
- * decision for a whole fleet would otherwise build a key string per node several times over.
+ * When a tick hands out more than `threshold` activations, records those that are fresh starts as
+ * intents (one per deployment revision) and takes their entries and events out of what the tick
+ * writes itself; the rest, and every activation of a smaller decision, are written with the tick.
+ * A node whose entry an agent's message changed in this tick is written with the tick too (its
+ * inbox entry is consumed there).
  */
-function deferActivations(
-  activations: readonly Activation[],
-  batchSize: number,
-  keep: ReadonlySet<string>,
+function intendActivations(
+  activations: readonly DecidedActivation[],
+  threshold: number,
+  now: Date,
+  replica: string,
+  reported: ReadonlySet<string>,
   dirty: Map<string, Map<string, NodeRollout>>,
   events: RolloutEvent[],
-): { kept: readonly Activation[]; deferred: DeferredBatch[] } {
-  if (activations.length <= batchSize) return { kept: activations, deferred: [] };
-  const kept = activations.slice(0, batchSize);
-  const later: Activation[] = [];
-  for (let i = batchSize; i < activations.length; i++) {
-    const a = activations[i] as Activation;
-    if (keep.size > 0 && keep.has(`${a.deployment}\u0000${a.desired.nodeId}`)) kept.push(a);
-    else later.push(a);
+): { intents: ActivationIntent[]; kept: readonly DecidedActivation[] } {
+  if (activations.length <= threshold) return { intents: [], kept: activations };
+  const candidates = reported.size === 0 ? activations : activations.filter((a) => !reported.has(`${a.deployment}\u0000${a.desired.nodeId}`));
+  const { intents, rest } = activationIntents(candidates, now, replica);
+  if (intents.length === 0) return { intents, kept: activations };
+  const intended = new Map<string, Set<string>>();
+  for (const i of intents) {
+    let nodes = intended.get(i.deployment);
+    if (!nodes) intended.set(i.deployment, (nodes = new Set()));
+    for (const n of i.nodes) nodes.add(n[0]);
   }
-  if (later.length === 0) return { kept, deferred: [] };
-  const batchOf = new Map<string, Map<string, number>>();
-  later.forEach((a, i) => {
-    let m = batchOf.get(a.deployment);
-    if (!m) batchOf.set(a.deployment, (m = new Map()));
-    m.set(a.desired.nodeId, Math.floor(i / batchSize));
-  });
-  const batches = Array.from({ length: Math.ceil(later.length / batchSize) }, (_, i) => ({
-    activations: later.slice(i * batchSize, (i + 1) * batchSize),
-    rows: new Map<string, NodeRollout[]>(),
-    events: [] as RolloutEvent[],
-  }));
-  for (const [deployment, rows] of dirty) {
-    const of = batchOf.get(deployment);
-    if (!of) continue;
-    for (const [nodeId, row] of rows) {
-      const b = of.get(nodeId);
-      if (b === undefined) continue;
-      rows.delete(nodeId);
-      const target = batches[b] as (typeof batches)[number];
-      const list = target.rows.get(deployment);
-      if (list) list.push(row);
-      else target.rows.set(deployment, [row]);
-    }
+  for (const [deployment, nodes] of intended) {
+    const rows = dirty.get(deployment);
+    if (rows) for (const id of nodes) rows.delete(id);
   }
   const stay: RolloutEvent[] = [];
-  for (const e of events) {
-    const b = e.nodeId === '' ? undefined : batchOf.get(e.deployment)?.get(e.nodeId);
-    if (b === undefined) stay.push(e);
-    else (batches[b] as (typeof batches)[number]).events.push(e);
-  }
+  for (const e of events) if (e.kind !== 'decision.activate' || !intended.get(e.deployment)?.has(e.nodeId)) stay.push(e);
   events.length = 0;
   for (const e of stay) events.push(e);
-  return { kept, deferred: batches };
+  const kept = candidates === activations ? rest : [...rest, ...activations.filter((a) => reported.has(`${a.deployment}\u0000${a.desired.nodeId}`))];
+  return { intents, kept };
 }

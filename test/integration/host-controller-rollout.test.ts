@@ -190,12 +190,12 @@ eachTarget('a 6-node rollout with max_unavailable 1 never has more than one node
   t.is((await replay(f)).most, 1);
 });
 
-eachTarget('a decision larger than one activation batch is written and delivered batch by batch: every node activated once, the event log complete', async (t, target) => {
+eachTarget('a decision larger than the activation threshold is committed as an intent, sent, then written out: every node activated once, the event log complete', async (t, target) => {
   const f = await fleet(t, target, 6, { 'activation-batch': '2' });
   // Slow activations: all six are under way before the first finishes.
   const agents = f.nodes.map((n) => f.agent(n, { stepDelayMs: 1_000 }));
   await Promise.all(agents.map((a) => a.waitFor((x) => x.connected, 30_000, 'connected')));
-  // No failure-domain ordering: one decision hands out all six (in three batches of two).
+  // No failure-domain ordering: one decision hands out all six (more than the threshold of two).
   await apply(f, deployment({ maxUnavailable: { value: { $case: 'percent', value: 100 } }, rolloutOrder: { byFailureDomain: FailureDomainOrdering.FAILURE_DOMAIN_ORDERING_NONE, failureDomains: [] } }));
   const done = await waitForPhase(f, Phase.HOST_DEPLOYMENT_PHASE_COMPLETED);
   t.like(done.status, { selectedNodes: 6, succeededNodes: 6, maxUnavailableNodes: 6 });
@@ -211,12 +211,15 @@ eachTarget('a decision larger than one activation batch is written and delivered
     t.false(events.some((x) => x.kind === 'node.phase' && x.nodeId === e.nodeId && x.toPhase === 'ACTIVATING'), `${e.nodeId}: one event for the move`);
   }
   t.deepEqual(events.filter((e) => e.kind === 'decision.activate').map((e) => e.nodeId).sort(), ['cp-1', 'cp-2', 'cp-3', 'worker-1', 'worker-2', 'worker-3']);
-  // Three transactions (the decision's and two more), each holding two nodes' decisions, entries and desired systems.
-  const written = await sql<{ tx: string; decisions: string; desired: string }>`
+  // Written out together, in a transaction of their own after the decision's: six decisions and
+  // six desired systems, and no intent left.
+  const written = await sql<{ tx: string; decisions: string; desired: string; planned: string }>`
     SELECT e.xmin::text AS tx, count(*)::text AS decisions,
-           (SELECT count(*) FROM ${sql.table('desired_systems')} d WHERE d.xmin = e.xmin)::text AS desired
+           (SELECT count(*) FROM ${sql.table('desired_systems')} d WHERE d.xmin = e.xmin)::text AS desired,
+           (SELECT count(*) FROM ${sql.table('host_deployments')} h WHERE h.xmin = e.xmin)::text AS planned
     FROM ${sql.table('rollout_events')} e WHERE e.kind = 'decision.activate' GROUP BY e.xmin`.execute(f.hostsDb);
-  t.deepEqual(written.rows.map((r) => `${r.decisions}/${r.desired}`), ['2/2', '2/2', '2/2']);
+  t.deepEqual(written.rows.map((r) => `${r.decisions}/${r.desired}/${r.planned}`), ['6/6/0']);
+  t.is((await f.hostsDb.selectFrom('activation_intents').select('id').execute()).length, 0);
 });
 
 eachTarget('failures beyond the failure budget pause the rollout; resuming forgives them and it goes on', async (t, target) => {

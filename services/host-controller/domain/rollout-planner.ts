@@ -81,6 +81,9 @@ export interface RolloutPlan {
   readonly decisions: readonly string[];
 }
 
+/** What a node entry says once its desired system is handed over. */
+export const ACTIVATION_MESSAGE = 'desired system sent to the nix-agent';
+
 export const DRAIN_UNAVAILABLE = 'drain requested but no fleet-scheduler configured';
 
 /**
@@ -189,7 +192,7 @@ export function planRollout(input: PlanInput): RolloutPlan {
   const activate = (row: NodeRollout, node: NodeFacts, started: { startedAt: Date; attempts: number } | undefined, known?: NodeTarget) => {
     const target = known ?? nodeTarget(spec, node);
     if (!target) return false;
-    const message = 'desired system sent to the nix-agent';
+    const message = ACTIVATION_MESSAGE;
     // Literal patches: spreading one into another costs microseconds per node.
     move(row, P.NODE_ROLLOUT_PHASE_ACTIVATING, started ? { startedAt: started.startedAt, attempts: started.attempts, systemPath: target.systemPath, message } : { systemPath: target.systemPath, message });
     activations.push(desiredOf(row.revision, row.nodeId, target));

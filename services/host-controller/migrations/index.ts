@@ -170,4 +170,26 @@ export const hostsMigrations: readonly NamedServiceMigration[] = [
       await db.schema.alterTable('desired_systems').addColumn('reboot_grant_boot_id', 'text', (c) => c.notNull().defaultTo('')).execute();
     },
   },
+  {
+    name: '0003_activation_intents',
+    async up(db) {
+      // Activations the leader committed and may already have sent, whose node entries, desired
+      // systems and events are still to be written (see store/intents.ts). One row per deployment
+      // and batch of a large decision; deleted in the statement that writes what it stands for.
+      await db.schema
+        .createTable('activation_intents')
+        .addColumn('id', 'bigserial', (c) => c.primaryKey())
+        .addColumn('deployment', 'text', (c) => c.notNull().references('host_deployments.name').onDelete('cascade'))
+        .addColumn('revision', 'bigint', (c) => c.notNull())
+        .addColumn('decided_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('replica', 'text', (c) => c.notNull())
+        .addColumn('system_path', 'text', (c) => c.notNull())
+        .addColumn('flake_ref', 'text', (c) => c.notNull())
+        .addColumn('template', 'jsonb', (c) => c.notNull())
+        .addColumn('nodes', 'json', (c) => c.notNull())
+        .execute();
+      // Written once and read once: kept as it is, not compressed.
+      await sql`ALTER TABLE activation_intents ALTER COLUMN nodes SET STORAGE EXTERNAL`.execute(db);
+    },
+  },
 ];

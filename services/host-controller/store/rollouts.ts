@@ -2,7 +2,7 @@
 import { ActivationFailureReason, type DesiredSystem } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import { type NodeRollout, phaseFromName, phaseName } from '../domain/node-rollout.js';
 import { type RawBuilder, sql } from 'kysely';
-import { type JsonRowsWrite, jsonRows, jsonRowsInsert, writeJsonRows } from '../../../lib/db/json-rows.js';
+import { type JsonRowsWrite, writeJsonRows } from '../../../lib/db/json-rows.js';
 import { desiredSystemJson } from './documents.js';
 import type { HostsDb, JsonDocument, NodeRolloutsTable, RolloutEventsTable, Selectable } from './tables.js';
 
@@ -217,54 +217,6 @@ function eventsWrite(events: readonly RolloutEvent[]): JsonRowsWrite {
 /** Appends events in the given order (ids ascend with it), in one statement. */
 export async function appendEvents(db: HostsDb, events: readonly RolloutEvent[]): Promise<void> {
   await writeJsonRows(db, eventsWrite(events));
-}
-
-// ---- a batch of activations -------------------------------------------------------------------
-
-export interface ActivationBatch {
-  /** The leader's epoch: nothing is written unless it still leads. */
-  readonly epoch: bigint;
-  readonly now: Date;
-  /** Each deployment's resource_version the batch was planned from: nothing is written unless all still hold. */
-  readonly planned: ReadonlyMap<string, bigint>;
-  /** Node entries by deployment. */
-  readonly rows: ReadonlyMap<string, readonly NodeRollout[]>;
-  readonly desired: readonly DesiredSystem[];
-  readonly events: readonly RolloutEvent[];
-}
-
-/**
- * Writes a batch of activations decided by an earlier tick — node entries, desired systems,
- * events — in one statement, so the database writes it while the leader's thread sends the
- * previous batch (a transaction of seven round trips would wait for that thread at each).
- * Fenced as a transaction would be: the statement updates the leader row only for `epoch`, locks
- * the deployments' rows and compares their resource_versions, and its inserts are conditional
- * on both; all of it sees one snapshot, and a concurrent new leader or operator change either
- * commits first (the checks re-read the latest row and fail) or waits for this statement.
- * 'written', 'deposed' (another leader), or 'changed' (a deployment changed since planning).
- */
-export async function saveActivationBatch(db: HostsDb, b: ActivationBatch): Promise<'written' | 'deposed' | 'changed'> {
-  const planned = jsonRows([...b.planned].map(([name, version]) => ({ name, version })));
-  const nodeRows = [...b.rows].flatMap(([deployment, rows]) => rows.map((r) => nodeRolloutRow(deployment, r)));
-  const when = sql`(SELECT fenced AND current FROM guard)`;
-  const writes = [
-    ...(nodeRows.length > 0 ? [sql`node_entries AS (${jsonRowsInsert(nodeRolloutsWrite(nodeRows), when)})`] : []),
-    ...(b.desired.length > 0 ? [sql`desired AS (${desiredSystemsInsert(b.desired, b.now, when)})`] : []),
-    ...(b.events.length > 0 ? [sql`events AS (${jsonRowsInsert(eventsWrite(b.events), when)})`] : []),
-  ];
-  const r = await sql<{ fenced: boolean; current: boolean }>`WITH
-    fence AS (UPDATE ${sql.table('controller_leader')} SET renewed_at = ${b.now} WHERE id = 1 AND epoch = ${b.epoch} RETURNING 1),
-    planned AS (SELECT p.name, p.version::int8 AS version FROM jsonb_to_recordset(${planned}::jsonb) AS p(name text, version text)),
-    locked AS (SELECT d.name, d.resource_version FROM ${sql.table('host_deployments')} AS d WHERE d.name IN (SELECT name FROM planned) ORDER BY d.name FOR UPDATE),
-    guard AS (SELECT
-      (SELECT count(*) FROM fence) = 1 AS fenced,
-      (SELECT count(*) FROM planned JOIN locked ON locked.name = planned.name AND locked.resource_version = planned.version) = (SELECT count(*) FROM planned) AS current)${writes.length > 0 ? sql`,
-    ${sql.join(writes, sql`,
-    `)}` : sql``}
-    SELECT fenced, current FROM guard`.execute(db);
-  const row = r.rows[0];
-  if (!row?.fenced) return 'deposed';
-  return row.current ? 'written' : 'changed';
 }
 
 export async function listEvents(db: HostsDb, query: { deployment?: string; nodeId?: string; afterId?: bigint; limit?: number } = {}): Promise<(RolloutEvent & { id: bigint })[]> {

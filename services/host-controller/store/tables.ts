@@ -134,6 +134,21 @@ export interface ControllerLeaderTable {
   renewed_at: Date | null;
 }
 
+export interface ActivationIntentsTable {
+  id: Generated<bigint>;
+  deployment: string;
+  revision: bigint;
+  decided_at: Date;
+  replica: string;
+  /** The store path shared by the intent's nodes ('' when each has its own, or for a flake). */
+  system_path: string;
+  flake_ref: string;
+  /** The DesiredSystem's proto3 JSON without the node's id and target. */
+  template: Json;
+  /** Per node: [node_id, hostname, failure_domain, attempts, generation, cordoned, system_path | null, flake_attr, from_phase]. */
+  nodes: ColumnType<unknown, string, string>;
+}
+
 export interface HostsDatabase {
   host_deployments: HostDeploymentsTable;
   node_rollouts: NodeRolloutsTable;
@@ -143,6 +158,7 @@ export interface HostsDatabase {
   rollout_events: RolloutEventsTable;
   audit_events: AuditEventsTable;
   controller_leader: ControllerLeaderTable;
+  activation_intents: ActivationIntentsTable;
 }
 
 export type HostsDb = Kysely<HostsDatabase> | Transaction<HostsDatabase>;

@@ -1,0 +1,167 @@
+// Activation intents: how the leader commits a decision of thousands of activations before it
+// sends them, without first writing a node entry, a desired system and an event per node. The
+// tick's transaction stores, per deployment revision, one row naming the nodes and what differs
+// between them; everything else about such an activation is fixed (a fresh start at the
+// decision's instant, the desired system the revision's template plus the node's own fields).
+// Once committed the decision is made: the leader sends it, then writes the node entries,
+// desired systems and events it stands for in one fenced statement that also deletes the intent.
+// Every tick first writes whatever intents are still there (a leader that died between the two
+// leaves them for its successor), so planning always sees the nodes as ACTIVATING and a node is
+// never handed a desired system twice.
+import { type ActivationFailureReason, type DesiredSystem, NodeRolloutPhase as P } from '../../../gen/ts/ultracloud/system/v1/system.js';
+import type { NodeRollout } from '../domain/node-rollout.js';
+import { ACTIVATION_MESSAGE } from '../domain/rollout-planner.js';
+import { sql } from 'kysely';
+import { desiredSystemJson } from './documents.js';
+import type { HostsDb, JsonDocument } from './tables.js';
+
+/** One activation as the tick decided it: the node's new entry, its desired system and the phase it left. */
+export interface DecidedActivation {
+  readonly deployment: string;
+  readonly row: NodeRollout;
+  readonly desired: DesiredSystem;
+  readonly fromPhase: string;
+}
+
+/** [node_id, hostname, failure_domain, attempts, generation, cordoned, system_path | null (the shared one), flake_attr, from_phase] */
+type IntentNode = [string, string, string, number, string, boolean, string | null, string, string];
+
+export interface ActivationIntent {
+  readonly deployment: string;
+  readonly revision: bigint;
+  readonly decidedAt: Date;
+  readonly replica: string;
+  readonly systemPath: string;
+  readonly flakeRef: string;
+  readonly template: JsonDocument;
+  readonly nodes: IntentNode[];
+}
+
+const NO_FAILURE = 0 as ActivationFailureReason;
+
+/** The group's desired systems share everything but the node's fields (the same objects, as one tick's planner builds them). */
+function sameTemplate(a: DesiredSystem, b: DesiredSystem): boolean {
+  return (
+    a.deployment === b.deployment &&
+    a.revision === b.revision &&
+    a.flakeRef === b.flakeRef &&
+    a.activationStrategy === b.activationStrategy &&
+    a.healthCheck === b.healthCheck &&
+    a.rollbackPolicy === b.rollbackPolicy &&
+    a.substituters === b.substituters &&
+    a.createdAt?.getTime() === b.createdAt?.getTime()
+  );
+}
+
+/** Whether writing the intent reproduces this node entry exactly: a fresh start at `at`, nothing else carried over. */
+function freshStart(r: NodeRollout, d: DesiredSystem, at: number): boolean {
+  return (
+    r.phase === P.NODE_ROLLOUT_PHASE_ACTIVATING &&
+    r.revision === d.revision &&
+    r.nodeId === d.nodeId &&
+    r.systemPath === d.systemPath &&
+    r.message === ACTIVATION_MESSAGE &&
+    r.failureReason === NO_FAILURE &&
+    !r.budgetCounted &&
+    !r.rebootRequested &&
+    r.rebootGrantedAt === undefined &&
+    r.finishedAt === undefined &&
+    r.startedAt?.getTime() === at &&
+    r.phaseChangedAt.getTime() === at &&
+    d.createdAt?.getTime() === at
+  );
+}
+
+/**
+ * Splits a tick's activations into intents, one per deployment revision, and those written with
+ * the tick as before: any whose entry is not a fresh start at `now` or whose desired system does
+ * not share its group's template.
+ */
+export function activationIntents(activations: readonly DecidedActivation[], now: Date, replica: string): { intents: ActivationIntent[]; rest: DecidedActivation[] } {
+  const at = now.getTime();
+  const groups = new Map<string, { first: DesiredSystem; intent: ActivationIntent }>();
+  const rest: DecidedActivation[] = [];
+  for (const a of activations) {
+    const d = a.desired;
+    if (a.deployment !== d.deployment || !freshStart(a.row, d, at)) {
+      rest.push(a);
+      continue;
+    }
+    const key = `${d.deployment}\u0000${d.revision}`;
+    let g = groups.get(key);
+    if (!g) {
+      const template = desiredSystemJson.toJson({ ...d, nodeId: '', systemPath: '', flakeAttr: '' });
+      g = { first: d, intent: { deployment: d.deployment, revision: d.revision, decidedAt: now, replica, systemPath: d.systemPath, flakeRef: d.flakeRef, template, nodes: [] } };
+      groups.set(key, g);
+    } else if (!sameTemplate(g.first, d)) {
+      rest.push(a);
+      continue;
+    }
+    const r = a.row;
+    g.intent.nodes.push([r.nodeId, r.hostname, r.failureDomain, r.attempts, r.generation.toString(), r.cordoned, d.systemPath === g.intent.systemPath ? null : d.systemPath, d.flakeAttr, a.fromPhase]);
+  }
+  return { intents: [...groups.values()].map((g) => g.intent), rest };
+}
+
+export async function saveIntents(db: HostsDb, intents: readonly ActivationIntent[]): Promise<void> {
+  if (intents.length === 0) return;
+  await db
+    .insertInto('activation_intents')
+    .values(
+      intents.map((i) => ({
+        deployment: i.deployment,
+        revision: i.revision,
+        decided_at: i.decidedAt,
+        replica: i.replica,
+        system_path: i.systemPath,
+        flake_ref: i.flakeRef,
+        template: JSON.stringify(i.template),
+        nodes: JSON.stringify(i.nodes),
+      })),
+    )
+    .execute();
+}
+
+/**
+ * Writes every stored intent as the node entries, desired systems (replacing any outstanding
+ * reboot grant, as a new desired system does) and `decision.activate` events it stands for, and
+ * deletes it, in one statement fenced by the leader's epoch (as a transaction would be: nothing is
+ * written unless it still leads). The nodes written, or 'deposed'.
+ */
+export async function writeIntents(db: HostsDb, epoch: bigint, now: Date): Promise<string[] | 'deposed'> {
+  const r = await sql<{ fenced: boolean; node_ids: string[] | null }>`WITH
+    fence AS (UPDATE ${sql.table('controller_leader')} SET renewed_at = ${now} WHERE id = 1 AND epoch = ${epoch} RETURNING 1),
+    taken AS (DELETE FROM ${sql.table('activation_intents')} WHERE (SELECT count(*) FROM fence) = 1 RETURNING *),
+    nodes AS (
+      SELECT t.id, n.ordinality, t.deployment, t.revision, t.decided_at, t.replica, t.template, t.flake_ref,
+        n.value->>0 AS node_id, n.value->>1 AS hostname, n.value->>2 AS failure_domain, (n.value->>3)::int4 AS attempts,
+        (n.value->>4)::int8 AS generation, (n.value->>5)::boolean AS cordoned, coalesce(n.value->>6, t.system_path) AS system_path,
+        n.value->>7 AS flake_attr, n.value->>8 AS from_phase
+      FROM taken AS t, json_array_elements(t.nodes) WITH ORDINALITY AS n(value, ordinality)),
+    entries AS (
+      INSERT INTO ${sql.table('node_rollouts')} (deployment, node_id, revision, phase, hostname, failure_domain, system_path, generation, failure_reason, message,
+        attempts, budget_counted, cordoned, reboot_requested, reboot_granted_at, started_at, finished_at, phase_changed_at)
+      SELECT deployment, node_id, revision, 'ACTIVATING', hostname, failure_domain, system_path, generation, '', ${ACTIVATION_MESSAGE}::text,
+        attempts, false, cordoned, false, NULL, decided_at, NULL, decided_at FROM nodes
+      ON CONFLICT (deployment, node_id) DO UPDATE SET revision = excluded.revision, phase = excluded.phase, hostname = excluded.hostname,
+        failure_domain = excluded.failure_domain, system_path = excluded.system_path, generation = excluded.generation, failure_reason = excluded.failure_reason,
+        message = excluded.message, attempts = excluded.attempts, budget_counted = excluded.budget_counted, cordoned = excluded.cordoned,
+        reboot_requested = excluded.reboot_requested, reboot_granted_at = excluded.reboot_granted_at, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, phase_changed_at = excluded.phase_changed_at),
+    desired AS (
+      INSERT INTO ${sql.table('desired_systems')} (node_id, deployment, revision, desired, reboot_grant_deadline, reboot_grant_boot_id, decided_at, updated_at)
+      SELECT node_id, deployment, revision,
+        template || jsonb_strip_nulls(jsonb_build_object('nodeId', nullif(node_id, ''), 'systemPath', nullif(system_path, ''), 'flakeAttr', nullif(flake_attr, ''))),
+        NULL, '', decided_at, decided_at FROM nodes
+      ON CONFLICT (node_id) DO UPDATE SET deployment = excluded.deployment, revision = excluded.revision, desired = excluded.desired,
+        reboot_grant_deadline = excluded.reboot_grant_deadline, reboot_grant_boot_id = excluded.reboot_grant_boot_id, decided_at = excluded.decided_at, updated_at = excluded.updated_at),
+    events AS (
+      INSERT INTO ${sql.table('rollout_events')} (at, deployment, revision, node_id, kind, from_phase, to_phase, message, replica)
+      SELECT decided_at, deployment, revision, node_id, 'decision.activate', from_phase, 'ACTIVATING',
+        CASE WHEN system_path <> '' THEN system_path ELSE flake_ref || '#' || flake_attr END, replica
+      FROM nodes ORDER BY id, ordinality)
+    SELECT (SELECT count(*) FROM fence) = 1 AS fenced, (SELECT array_agg(node_id ORDER BY id, ordinality) FROM nodes) AS node_ids`.execute(db);
+  const row = r.rows[0];
+  if (!row?.fenced) return 'deposed';
+  return row.node_ids ?? [];
+}
