@@ -199,6 +199,12 @@ async function decisionTicks(url: string, deployment: string): Promise<{ atMs: n
   const client = new pg.Client({ connectionString: url, application_name: 'ultracloud-bench-check' });
   await client.connect();
   try {
+    // A large decision's events are written once its intents are written out, after the sends.
+    for (let i = 0; i < 100; i++) {
+      const pending = await client.query<{ n: string }>('SELECT count(*) AS n FROM hosts.activation_intents');
+      if (pending.rows[0]?.n === '0') break;
+      await sleep(100);
+    }
     const { rows } = await client.query<{ at_ms: string; activations: string }>(
       `SELECT extract(epoch FROM at) * 1000 AS at_ms, count(*) AS activations FROM hosts.rollout_events
        WHERE deployment = $1 AND kind = 'decision.activate' GROUP BY at ORDER BY at`,
