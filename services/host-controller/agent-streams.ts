@@ -234,14 +234,14 @@ export class AgentStreams {
   /** Sends what the stream has not had yet; true when something was sent. */
   private send(session: AgentSession, stored: StoredDesiredSystem): boolean {
     const d = stored.desired;
-    const key = `${d.deployment}/${d.revision}`;
+    const key = this.frames.key(d);
     let sent = false;
     if (session.sentDesired !== key) {
       session.call.writeEncoded(this.frames.frame(d));
       session.sentDesired = key;
       session.sentGrant = undefined;
       sent = true;
-      this.log.debug({ event: 'desired_system.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ event: 'desired_system.sent', node_id: session.nodeId, deployment: d.deployment, revision: String(d.revision) });
     }
     const deadline = stored.rebootGrantDeadline?.getTime();
     const sameBoot = stored.rebootGrantBootId === '' || stored.rebootGrantBootId === session.bootId;

@@ -24,6 +24,8 @@ interface Template {
   readonly substituters: readonly string[];
   readonly createdAt: number | undefined;
   readonly bytes: Uint8Array;
+  /** `deployment/revision`. */
+  readonly key: string;
 }
 
 function sharedBy(t: Template, d: DesiredSystem): boolean {
@@ -47,23 +49,13 @@ function sharedBy(t: Template, d: DesiredSystem): boolean {
 export class DesiredSystemFrames {
   private template: Template | undefined;
 
+  /** `deployment/revision` of a desired system, as the stream records what it was sent (shared with the template). */
+  key(d: DesiredSystem): string {
+    return this.templateOf(d).key;
+  }
+
   frame(d: DesiredSystem): EncodedMessage {
-    let t = this.template;
-    if (!t || !sharedBy(t, d)) {
-      const shared: DesiredSystem = { ...d, nodeId: '', systemPath: '', flakeAttr: '' };
-      t = {
-        deployment: d.deployment,
-        revision: d.revision,
-        flakeRef: d.flakeRef,
-        activationStrategy: d.activationStrategy,
-        healthCheck: d.healthCheck,
-        rollbackPolicy: d.rollbackPolicy,
-        substituters: d.substituters,
-        createdAt: d.createdAt?.getTime(),
-        bytes: DesiredSystem.encode(shared).finish(),
-      };
-      this.template = t;
-    }
+    const t = this.templateOf(d);
     // Written by hand into one buffer of the exact size: a general writer per message costs more
     // than the message.
     const idLength = Buffer.byteLength(d.nodeId);
@@ -78,6 +70,27 @@ export class DesiredSystemFrames {
     at = writeField(out, at, FLAKE_ATTR, d.flakeAttr, attrLength);
     out.set(t.bytes, at);
     return new EncodedMessage(out);
+  }
+
+  private templateOf(d: DesiredSystem): Template {
+    let t = this.template;
+    if (!t || !sharedBy(t, d)) {
+      const shared: DesiredSystem = { ...d, nodeId: '', systemPath: '', flakeAttr: '' };
+      t = {
+        deployment: d.deployment,
+        revision: d.revision,
+        flakeRef: d.flakeRef,
+        activationStrategy: d.activationStrategy,
+        healthCheck: d.healthCheck,
+        rollbackPolicy: d.rollbackPolicy,
+        substituters: d.substituters,
+        createdAt: d.createdAt?.getTime(),
+        bytes: DesiredSystem.encode(shared).finish(),
+        key: `${d.deployment}/${d.revision}`,
+      };
+      this.template = t;
+    }
+    return t;
   }
 }
 
