@@ -180,7 +180,7 @@ const HOST_CONTROLLER_FLAGS: [string, string][] = [
   ['--reconcile-interval <duration>', 'leader re-plans at least this often (ULTRACLOUD_RECONCILE_INTERVAL, default 2s)'],
   ['--leader-retry <duration>', 'followers try the leader lock this often (ULTRACLOUD_LEADER_RETRY, default 1s)'],
   ['--reboot-grant-ttl <duration>', 'how long a reboot grant is valid (ULTRACLOUD_REBOOT_GRANT_TTL, default 2m)'],
-  ['--activation-batch <n>', 'activations written and delivered per transaction in large rollouts (ULTRACLOUD_ACTIVATION_BATCH, default 1000)'],
+  ['--activation-batch <n>', 'a decision handing out more activations is committed as intents, sent, then written out (ULTRACLOUD_ACTIVATION_BATCH, default 1000)'],
   ['--installer-image <file>', 'JSON file with the installer kernel and initrd that reinstall and rescue boot by kexec (ULTRACLOUD_INSTALLER_IMAGE)'],
   ['--token-cache-ttl <duration>', 'how long an operator token the deployer vouched for is trusted before asking again (ULTRACLOUD_TOKEN_CACHE_TTL, default 10s)'],
 ];

@@ -96,7 +96,7 @@ export const HOST_CONTROLLER_CONFIG_SPEC: ConfigSpec<HostControllerConfig> = {
   activationBatch: {
     env: 'ULTRACLOUD_ACTIVATION_BATCH',
     flag: 'activation-batch',
-    description: 'activations written and delivered per transaction when one decision hands out more',
+    description: 'when one decision hands out more activations than this, they are committed as intents, sent, then written out',
     parse: parseIntInRange(1, 100_000),
     default: 1_000,
   },

@@ -25,7 +25,11 @@ import { UnauthenticatedError } from '../../lib/errors.js';
 import { createServiceClient, openChannel } from '../../lib/grpc/client.js';
 import { bindService, startGrpcServer } from '../../lib/grpc/server.js';
 import { createLogger } from '../../lib/log.js';
-import { listEvents, PHASE_EVENT_KINDS } from '../../services/host-controller/store/rollouts.js';
+import { desiredSystems } from '../../services/host-controller/domain/desired-system.js';
+import type { NodeRollout } from '../../services/host-controller/domain/node-rollout.js';
+import { ACTIVATION_MESSAGE } from '../../services/host-controller/domain/rollout-planner.js';
+import { activationIntents, saveIntents } from '../../services/host-controller/store/intents.js';
+import { listEvents, nodeRollouts, PHASE_EVENT_KINDS } from '../../services/host-controller/store/rollouts.js';
 import { databaseTargets, type DatabaseTargetName, unavailableTargetTest } from '../helpers/databases.js';
 import { eventually } from '../helpers/eventually.js';
 import { FAST_FLAGS, type HostFleet, startHostFleet } from '../helpers/host-fleet.js';
@@ -220,6 +224,47 @@ eachTarget('a decision larger than the activation threshold is committed as an i
     FROM ${sql.table('rollout_events')} e WHERE e.kind = 'decision.activate' GROUP BY e.xmin`.execute(f.hostsDb);
   t.deepEqual(written.rows.map((r) => `${r.decisions}/${r.desired}/${r.planned}`), ['6/6/0']);
   t.is((await f.hostsDb.selectFrom('activation_intents').select('id').execute()).length, 0);
+});
+
+eachTarget('intents a leader committed and never wrote out are written out by the next tick before it plans: those nodes get their desired system, once', async (t, target) => {
+  const f = await fleet(t, target, 6);
+  const agents = new Map(f.nodes.map((n) => [n.nodeId, f.agent(n, { stepDelayMs: 20 })]));
+  await Promise.all([...agents.values()].map((a) => a.waitFor((x) => x.connected, 30_000, 'connected')));
+  const spec = deployment({ paused: true });
+  await apply(f, spec);
+  const entries = await eventually(async () => {
+    const m = (await nodeRollouts(f.hostsDb, 'fleet-os')).get('fleet-os');
+    return m && m.size === 6 && [...m.values()].every((e) => e.phase === P.NODE_ROLLOUT_PHASE_PENDING) ? m : undefined;
+  });
+  // What a leader that died right after committing a decision leaves behind: three nodes started,
+  // recorded as intents only.
+  const now = new Date();
+  const make = desiredSystems(spec, now);
+  const started = ['cp-1', 'cp-2', 'worker-1'].map((id) => {
+    const e = entries.get(id) as NodeRollout;
+    const row: NodeRollout = { ...e, phase: P.NODE_ROLLOUT_PHASE_ACTIVATING, systemPath: TARGET, message: ACTIVATION_MESSAGE, attempts: e.attempts + 1, startedAt: now, phaseChangedAt: now, finishedAt: undefined };
+    return { deployment: 'fleet-os', row, desired: make(e.revision, id, { systemPath: TARGET, flakeRef: '', flakeAttr: '' }), fromPhase: 'PENDING' };
+  });
+  const { intents, rest } = activationIntents(started, now, 'hc-gone');
+  t.deepEqual(rest, []);
+  await saveIntents(f.hostsDb, intents);
+
+  // The running leader's next tick writes them out and delivers them; nothing else starts (paused).
+  for (const id of ['cp-1', 'cp-2', 'worker-1']) await (agents.get(id) as ScriptedAgent).waitFor((a) => a.activations.length === 1, 30_000, `${id} handed its desired system`);
+  t.is((await f.hostsDb.selectFrom('activation_intents').select('id').execute()).length, 0);
+  for (const id of ['cp-3', 'worker-2', 'worker-3']) t.deepEqual((agents.get(id) as ScriptedAgent).activations, [], `${id} not started: paused`);
+
+  // Resumed: the rest roll out one at a time, and nobody is handed a desired system twice.
+  await apply(f, deployment());
+  await waitForPhase(f, Phase.HOST_DEPLOYMENT_PHASE_COMPLETED);
+  const { events, activations } = await replay(f);
+  t.deepEqual([...activations.values()], [1, 1, 1, 1, 1, 1], 'each node decided once');
+  for (const [id, a] of agents) t.deepEqual(a.activations, ['fleet-os/1'], `${id} activated once`);
+  t.deepEqual(
+    events.filter((e) => e.kind === 'decision.activate' && e.replica === 'hc-gone').map((e) => e.nodeId),
+    ['cp-1', 'cp-2', 'worker-1'],
+    'the intents\' events carry the replica that decided them',
+  );
 });
 
 eachTarget('failures beyond the failure budget pause the rollout; resuming forgives them and it goes on', async (t, target) => {
