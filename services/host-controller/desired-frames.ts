@@ -6,6 +6,7 @@
 // so the result decodes to exactly the message the generated encoder would have produced.
 import { DesiredSystem } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { EncodedMessage } from '../../lib/grpc/direct-stream.js';
+import { sameTemplate } from './domain/desired-system.js';
 
 /** Field tags (number << 3 | wire type 2, one byte each) of the per-node fields and of ConnectResponse.desired_system. */
 const NODE_ID = (1 << 3) | 2;
@@ -13,32 +14,12 @@ const SYSTEM_PATH = (4 << 3) | 2;
 const FLAKE_ATTR = (6 << 3) | 2;
 const CONNECT_RESPONSE_DESIRED_SYSTEM = (1 << 3) | 2;
 
-/** The fields a template is shared by; compared by value, or by identity for the nested messages. */
+/** The encoding shared by the desired systems of one decision, with the first of them. */
 interface Template {
-  readonly deployment: string;
-  readonly revision: bigint;
-  readonly flakeRef: string;
-  readonly activationStrategy: number;
-  readonly healthCheck: DesiredSystem['healthCheck'];
-  readonly rollbackPolicy: DesiredSystem['rollbackPolicy'];
-  readonly substituters: readonly string[];
-  readonly createdAt: number | undefined;
+  readonly first: DesiredSystem;
   readonly bytes: Uint8Array;
   /** `deployment/revision`. */
   readonly key: string;
-}
-
-function sharedBy(t: Template, d: DesiredSystem): boolean {
-  return (
-    t.deployment === d.deployment &&
-    t.revision === d.revision &&
-    t.flakeRef === d.flakeRef &&
-    t.activationStrategy === d.activationStrategy &&
-    t.healthCheck === d.healthCheck &&
-    t.rollbackPolicy === d.rollbackPolicy &&
-    t.substituters === d.substituters &&
-    t.createdAt === d.createdAt?.getTime()
-  );
 }
 
 /**
@@ -74,20 +55,9 @@ export class DesiredSystemFrames {
 
   private templateOf(d: DesiredSystem): Template {
     let t = this.template;
-    if (!t || !sharedBy(t, d)) {
+    if (!t || !sameTemplate(t.first, d)) {
       const shared: DesiredSystem = { ...d, nodeId: '', systemPath: '', flakeAttr: '' };
-      t = {
-        deployment: d.deployment,
-        revision: d.revision,
-        flakeRef: d.flakeRef,
-        activationStrategy: d.activationStrategy,
-        healthCheck: d.healthCheck,
-        rollbackPolicy: d.rollbackPolicy,
-        substituters: d.substituters,
-        createdAt: d.createdAt?.getTime(),
-        bytes: DesiredSystem.encode(shared).finish(),
-        key: `${d.deployment}/${d.revision}`,
-      };
+      t = { first: d, bytes: DesiredSystem.encode(shared).finish(), key: `${d.deployment}/${d.revision}` };
       this.template = t;
     }
     return t;

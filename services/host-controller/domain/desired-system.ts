@@ -82,3 +82,21 @@ export function desiredSystems(d: HostDeployment, now: Date): (revision: bigint,
     return desired;
   };
 }
+
+/**
+ * Whether two desired systems share everything but the node's id and target: the same
+ * deployment revision and creation time, and the same nested messages — compared by identity, as
+ * `desiredSystems` builds them for one decision (so two built separately never share).
+ */
+export function sameTemplate(a: DesiredSystem, b: DesiredSystem): boolean {
+  return (
+    a.deployment === b.deployment &&
+    a.revision === b.revision &&
+    a.flakeRef === b.flakeRef &&
+    a.activationStrategy === b.activationStrategy &&
+    a.healthCheck === b.healthCheck &&
+    a.rollbackPolicy === b.rollbackPolicy &&
+    a.substituters === b.substituters &&
+    a.createdAt?.getTime() === b.createdAt?.getTime()
+  );
+}

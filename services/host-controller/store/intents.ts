@@ -10,6 +10,7 @@
 // never handed a desired system twice.
 import { type ActivationFailureReason, type DesiredSystem, NodeRolloutPhase as P } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import type { NodeRollout } from '../domain/node-rollout.js';
+import { sameTemplate } from '../domain/desired-system.js';
 import { ACTIVATION_MESSAGE } from '../domain/rollout-planner.js';
 import { sql } from 'kysely';
 import { desiredSystemJson } from './documents.js';
@@ -38,20 +39,6 @@ export interface ActivationIntent {
 }
 
 const NO_FAILURE = 0 as ActivationFailureReason;
-
-/** The group's desired systems share everything but the node's fields (the same objects, as one tick's planner builds them). */
-function sameTemplate(a: DesiredSystem, b: DesiredSystem): boolean {
-  return (
-    a.deployment === b.deployment &&
-    a.revision === b.revision &&
-    a.flakeRef === b.flakeRef &&
-    a.activationStrategy === b.activationStrategy &&
-    a.healthCheck === b.healthCheck &&
-    a.rollbackPolicy === b.rollbackPolicy &&
-    a.substituters === b.substituters &&
-    a.createdAt?.getTime() === b.createdAt?.getTime()
-  );
-}
 
 /** Whether writing the intent reproduces this node entry exactly: a fresh start at `at`, nothing else carried over. */
 function freshStart(r: NodeRollout, d: DesiredSystem, at: number): boolean {
