@@ -76,6 +76,7 @@ export interface RolloutControllerOptions {
 }
 
 const DEFAULT_ACTIVATION_BATCH = 1_000;
+const ACTIVATING_NAME = phaseName(P.NODE_ROLLOUT_PHASE_ACTIVATING);
 
 interface TickOutcome {
   readonly deliver: string[];
@@ -278,7 +279,7 @@ export class RolloutController {
         for (const a of plan.activations) {
           const from = phaseBefore.get(a.nodeId) ?? '';
           activations.push({ deployment: name, row: rows.get(a.nodeId) as NodeRollout, desired: a, fromPhase: from });
-          events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: from, toPhase: phaseName(P.NODE_ROLLOUT_PHASE_ACTIVATING), message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
+          events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: from, toPhase: ACTIVATING_NAME, message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
         }
         for (const g of plan.rebootGrants) {
           deliver.add(g.nodeId);
