@@ -14,6 +14,7 @@ import { sameTemplate } from '../domain/desired-system.js';
 import { ACTIVATION_MESSAGE } from '../domain/rollout-planner.js';
 import { sql } from 'kysely';
 import { desiredSystemJson } from './documents.js';
+import { desiredSystemsFrom, nodeRolloutsFrom } from './rollouts.js';
 import type { HostsDb, JsonDocument } from './tables.js';
 
 /** One activation as the tick decided it: the node's new entry, its desired system and the phase it left. */
@@ -125,23 +126,10 @@ export async function writeIntents(db: HostsDb, epoch: bigint, now: Date): Promi
         (n.value->>4)::int8 AS generation, (n.value->>5)::boolean AS cordoned, coalesce(n.value->>6, t.system_path) AS system_path,
         n.value->>7 AS flake_attr, n.value->>8 AS from_phase
       FROM taken AS t, json_array_elements(t.nodes) WITH ORDINALITY AS n(value, ordinality)),
-    entries AS (
-      INSERT INTO ${sql.table('node_rollouts')} (deployment, node_id, revision, phase, hostname, failure_domain, system_path, generation, failure_reason, message,
-        attempts, budget_counted, cordoned, reboot_requested, reboot_granted_at, started_at, finished_at, phase_changed_at)
+    entries AS (${nodeRolloutsFrom(sql`
       SELECT deployment, node_id, revision, 'ACTIVATING', hostname, failure_domain, system_path, generation, '', ${ACTIVATION_MESSAGE}::text,
-        attempts, false, cordoned, false, NULL, decided_at, NULL, decided_at FROM nodes
-      ON CONFLICT (deployment, node_id) DO UPDATE SET revision = excluded.revision, phase = excluded.phase, hostname = excluded.hostname,
-        failure_domain = excluded.failure_domain, system_path = excluded.system_path, generation = excluded.generation, failure_reason = excluded.failure_reason,
-        message = excluded.message, attempts = excluded.attempts, budget_counted = excluded.budget_counted, cordoned = excluded.cordoned,
-        reboot_requested = excluded.reboot_requested, reboot_granted_at = excluded.reboot_granted_at, started_at = excluded.started_at,
-        finished_at = excluded.finished_at, phase_changed_at = excluded.phase_changed_at),
-    desired AS (
-      INSERT INTO ${sql.table('desired_systems')} (node_id, deployment, revision, desired, reboot_grant_deadline, reboot_grant_boot_id, decided_at, updated_at)
-      SELECT node_id, deployment, revision,
-        template || jsonb_strip_nulls(jsonb_build_object('nodeId', nullif(node_id, ''), 'systemPath', nullif(system_path, ''), 'flakeAttr', nullif(flake_attr, ''))),
-        NULL, '', decided_at, decided_at FROM nodes
-      ON CONFLICT (node_id) DO UPDATE SET deployment = excluded.deployment, revision = excluded.revision, desired = excluded.desired,
-        reboot_grant_deadline = excluded.reboot_grant_deadline, reboot_grant_boot_id = excluded.reboot_grant_boot_id, decided_at = excluded.decided_at, updated_at = excluded.updated_at),
+        attempts, false, cordoned, false, NULL::timestamptz, decided_at, NULL::timestamptz, decided_at FROM nodes`)}),
+    desired AS (${desiredSystemsFrom(sql`nodes`)}),
     events AS (
       INSERT INTO ${sql.table('rollout_events')} (at, deployment, revision, node_id, kind, from_phase, to_phase, message, replica)
       SELECT decided_at, deployment, revision, node_id, 'decision.activate', from_phase, 'ACTIVATING',

@@ -98,6 +98,16 @@ function nodeRolloutsWrite(rows: readonly NodeRolloutsTable[]): JsonRowsWrite {
   return { table: 'node_rollouts', columns: NODE_ROLLOUT_COLUMNS, rows, onConflict: { columns: ['deployment', 'node_id'], update: NODE_ROLLOUT_COLUMNS.slice(2) } };
 }
 
+/**
+ * Upserts node entries from `select`, a query yielding the columns of NODE_ROLLOUT_COLUMNS in
+ * that order (for entries built by the database rather than sent as rows).
+ */
+export function nodeRolloutsFrom(select: RawBuilder<unknown>): RawBuilder<unknown> {
+  const columns = sql.join(NODE_ROLLOUT_COLUMNS.map((c) => sql.id(c)));
+  const update = sql.join(NODE_ROLLOUT_COLUMNS.slice(2).map((c) => sql`${sql.id(c)} = ${sql.id('excluded', c)}`));
+  return sql`INSERT INTO ${sql.table('node_rollouts')} (${columns}) ${select} ON CONFLICT (deployment, node_id) DO UPDATE SET ${update}`;
+}
+
 /** Upserts node entries, all in one statement. */
 export async function saveNodeRollouts(db: HostsDb, deployment: string, rows: readonly NodeRollout[]): Promise<void> {
   await writeJsonRows(db, nodeRolloutsWrite(rows.map((r) => nodeRolloutRow(deployment, r))));
@@ -129,14 +139,30 @@ export interface StoredDesiredSystem {
 }
 
 /**
- * The INSERT (or upsert, replacing an outstanding reboot grant) of many desired systems, as a
- * statement or a data-modifying CTE; `when`: a condition under which they are written at all.
- * Those of one deployment revision decided at one instant share everything but the node's id and
- * target: their shared JSON travels once, and PostgreSQL adds each node's fields to it, so the
- * stored documents are what the JSON codec makes of each message while a rollout of thousands of
- * nodes neither builds nor parses the same JSON thousands of times.
+ * Upserts desired systems from `source`, a relation with the columns node_id, deployment,
+ * revision, template (the DesiredSystem's proto3 JSON without the node's id and target),
+ * system_path, flake_attr and decided_at. Each stored document is the template plus the node's
+ * fields (proto3 JSON leaves out empty strings, as the codec does), so it is what the JSON codec
+ * makes of the node's message; a new desired system ends any outstanding reboot grant.
  */
-function desiredSystemsInsert(desired: readonly DesiredSystem[], now: Date, when?: RawBuilder<unknown>): RawBuilder<unknown> {
+export function desiredSystemsFrom(source: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`INSERT INTO ${sql.table('desired_systems')} (node_id, deployment, revision, desired, reboot_grant_deadline, reboot_grant_boot_id, decided_at, updated_at)
+    SELECT s.node_id, s.deployment, s.revision,
+      s.template || jsonb_strip_nulls(jsonb_build_object('nodeId', nullif(s.node_id, ''), 'systemPath', nullif(s.system_path, ''), 'flakeAttr', nullif(s.flake_attr, ''))),
+      NULL, '', s.decided_at, s.decided_at
+    FROM ${source} AS s
+    ON CONFLICT (node_id) DO UPDATE SET deployment = excluded.deployment, revision = excluded.revision, desired = excluded.desired,
+      reboot_grant_deadline = excluded.reboot_grant_deadline, reboot_grant_boot_id = excluded.reboot_grant_boot_id, decided_at = excluded.decided_at, updated_at = excluded.updated_at`;
+}
+
+/**
+ * Hands each node its new desired system, in one statement. Those of one deployment revision
+ * decided at one instant share everything but the node's id and target: their shared JSON
+ * travels once, and PostgreSQL adds each node's fields to it, so a rollout of thousands of nodes
+ * neither builds nor parses the same JSON thousands of times.
+ */
+export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
+  if (desired.length === 0) return;
   const shared = new Map<string, number>();
   const templates: JsonDocument[] = [];
   const rows = desired.map((d) => {
@@ -148,20 +174,9 @@ function desiredSystemsInsert(desired: readonly DesiredSystem[], now: Date, when
     }
     return { node_id: d.nodeId, deployment: d.deployment, revision: d.revision.toString(), t, system_path: d.systemPath, flake_attr: d.flakeAttr };
   });
-  // proto3 JSON leaves out empty strings, as the codec does.
-  return sql`INSERT INTO ${sql.table('desired_systems')} (node_id, deployment, revision, desired, reboot_grant_deadline, reboot_grant_boot_id, decided_at, updated_at)
-    SELECT r.node_id, r.deployment, r.revision,
-      (${JSON.stringify(templates)}::jsonb -> r.t) || jsonb_strip_nulls(jsonb_build_object('nodeId', nullif(r.node_id, ''), 'systemPath', nullif(r.system_path, ''), 'flakeAttr', nullif(r.flake_attr, ''))),
-      NULL, '', ${now}, ${now}
-    FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS r(node_id text, deployment text, revision int8, t int4, system_path text, flake_attr text)${when ? sql` WHERE ${when}` : sql``}
-    ON CONFLICT (node_id) DO UPDATE SET deployment = excluded.deployment, revision = excluded.revision, desired = excluded.desired,
-      reboot_grant_deadline = excluded.reboot_grant_deadline, reboot_grant_boot_id = excluded.reboot_grant_boot_id, decided_at = excluded.decided_at, updated_at = excluded.updated_at`;
-}
-
-/** Hands each node its new desired system (an outstanding reboot grant ends with it), in one statement. */
-export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredSystem[], now: Date): Promise<void> {
-  if (desired.length === 0) return;
-  await desiredSystemsInsert(desired, now).execute(db);
+  await desiredSystemsFrom(sql`(
+    SELECT r.node_id, r.deployment, r.revision, ${JSON.stringify(templates)}::jsonb -> r.t AS template, r.system_path, r.flake_attr, ${now}::timestamptz AS decided_at
+    FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS r(node_id text, deployment text, revision int8, t int4, system_path text, flake_attr text))`).execute(db);
 }
 
 export async function grantReboot(db: HostsDb, nodeId: string, deadline: Date, bootId: string, now: Date): Promise<void> {
