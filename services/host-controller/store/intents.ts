@@ -8,7 +8,7 @@
 // Every tick first writes whatever intents are still there (a leader that died between the two
 // leaves them for its successor), so planning always sees the nodes as ACTIVATING and a node is
 // never handed a desired system twice.
-import { type ActivationFailureReason, type DesiredSystem, NodeRolloutPhase as P } from '../../../gen/ts/ultracloud/system/v1/system.js';
+import { ActivationFailureReason, type DesiredSystem, NodeRolloutPhase as P } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import type { NodeRollout } from '../domain/node-rollout.js';
 import { sameTemplate } from '../domain/desired-system.js';
 import { ACTIVATION_MESSAGE } from '../domain/rollout-planner.js';
@@ -39,8 +39,6 @@ export interface ActivationIntent {
   readonly nodes: IntentNode[];
 }
 
-const NO_FAILURE = 0 as ActivationFailureReason;
-
 /** Whether writing the intent reproduces this node entry exactly: a fresh start at `at`, nothing else carried over. */
 function freshStart(r: NodeRollout, d: DesiredSystem, at: number): boolean {
   return (
@@ -49,7 +47,7 @@ function freshStart(r: NodeRollout, d: DesiredSystem, at: number): boolean {
     r.nodeId === d.nodeId &&
     r.systemPath === d.systemPath &&
     r.message === ACTIVATION_MESSAGE &&
-    r.failureReason === NO_FAILURE &&
+    r.failureReason === ActivationFailureReason.ACTIVATION_FAILURE_REASON_UNSPECIFIED &&
     !r.budgetCounted &&
     !r.rebootRequested &&
     r.rebootGrantedAt === undefined &&
