@@ -35,11 +35,8 @@ export interface DirectCall<Request, Response> {
   /**
    * Sends a message already encoded (protobuf binary of the method's response type), for a
    * message sent to many streams whose encoding the caller builds once; ignored once ended.
-   * `written`, if given, is called once grpc-js has handed the message to the connection (with an
-   * error if it could not, at once if the call has ended); it may never be called for a call
-   * cancelled meanwhile.
    */
-  writeEncoded(message: EncodedMessage, written?: (err?: Error | null) => void): void;
+  writeEncoded(message: EncodedMessage): void;
   /**
    * Ends the call: OK without an argument, otherwise with the error's status (domain errors
    * mapped as for every handler). Only the first end counts; a pending read returns undefined.
@@ -155,13 +152,10 @@ class Call<Request, Response> implements DirectCall<Request, Response> {
     this.stream.write(message);
   }
 
-  writeEncoded(message: EncodedMessage, written?: (err?: Error | null) => void): void {
-    if (this.ended) {
-      written?.(null);
-      return;
-    }
+  writeEncoded(message: EncodedMessage): void {
+    if (this.ended) return;
     // The serializer (directResponseSerializer) passes it through.
-    this.stream.write(message as unknown as Response, written);
+    this.stream.write(message as unknown as Response);
   }
 
   end(error?: unknown): void {

@@ -73,8 +73,6 @@ const HEALTHY_STATES = new Set(['running', 'degraded']);
 const HEARTBEAT_FLUSH_MS = 1_000;
 /** Streams written to per turn of the event loop when delivering a large decision. */
 const DELIVERY_CHUNK = 250;
-/** How long deliveriesSent waits at most for the connections to take what was written. */
-const FLUSH_WAIT_MS = 2_000;
 
 function helloViolations(h: HostAgentHello): FieldViolation[] {
   const out: FieldViolation[] = [];
@@ -99,16 +97,6 @@ export class AgentStreams {
   /** Decisions committed by this process's leader, oldest batch first, being written to streams. */
   private readonly decidedQueue: [AgentSession, StoredDesiredSystem][][] = [];
   private readonly sentWaiters: (() => void)[] = [];
-  /**
-   * Decisions written to streams whose connection has not taken them yet, as far as known: a
-   * stream cancelled meanwhile never says, so a wait that times out forgets the rest.
-   */
-  private unflushed = 0;
-  private readonly flushed = (): void => {
-    if (this.unflushed === 0) return;
-    this.unflushed -= 1;
-    if (this.unflushed === 0) this.releaseSentWaiters();
-  };
   private deliverAll = false;
   private deliveryScheduled = false;
   private inventoryCheckScheduled = false;
@@ -191,29 +179,10 @@ export class AgentStreams {
     if (this.decidedQueue.length === 1) this.sendDecided(0, 0);
   }
 
-  /**
-   * Resolves once every decision handed to `deliver` so far has been written to its stream and
-   * taken by the stream's connection (or after FLUSH_WAIT_MS at most: a stream cancelled meanwhile
-   * never says), so that what the caller does next does not compete with the sends.
-   */
+  /** Resolves once every decision handed to `deliver` so far has been written to its stream. */
   deliveriesSent(): Promise<void> {
-    if (this.decidedQueue.length === 0 && this.unflushed === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.unflushed = 0;
-        this.releaseSentWaiters();
-      }, FLUSH_WAIT_MS);
-      timer.unref();
-      this.sentWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-
-  private releaseSentWaiters(): void {
-    if (this.decidedQueue.length > 0 || this.unflushed > 0) return;
-    for (const resolve of this.sentWaiters.splice(0)) resolve();
+    if (this.decidedQueue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.sentWaiters.push(resolve));
   }
 
   /** Writes queued decisions from `index` of the oldest batch on, DELIVERY_CHUNK per turn of the event loop. */
@@ -227,7 +196,7 @@ export class AgentStreams {
       // Ended or replaced streams, and decisions a newer one superseded, are left out.
       if (session.decided !== d || this.sessions.get(session.nodeId) !== session) continue;
       session.decided = undefined;
-      if (this.send(session, d, this.flushed)) sent++;
+      if (this.send(session, d)) sent++;
     }
     if (end < batch.length) {
       setImmediate(() => this.sendDecided(end, sent));
@@ -239,7 +208,7 @@ export class AgentStreams {
       setImmediate(() => this.sendDecided(0, 0));
       return;
     }
-    this.releaseSentWaiters();
+    for (const resolve of this.sentWaiters.splice(0)) resolve();
   }
 
   private async flushDeliveries(): Promise<void> {
@@ -263,15 +232,12 @@ export class AgentStreams {
   }
 
   /** Sends what the stream has not had yet; true when something was sent. */
-  private send(session: AgentSession, stored: StoredDesiredSystem, flushed?: () => void): boolean {
+  private send(session: AgentSession, stored: StoredDesiredSystem): boolean {
     const d = stored.desired;
     const key = this.frames.key(d);
     let sent = false;
     if (session.sentDesired !== key) {
-      if (flushed) {
-        this.unflushed += 1;
-        session.call.writeEncoded(this.frames.frame(d), flushed);
-      } else session.call.writeEncoded(this.frames.frame(d));
+      session.call.writeEncoded(this.frames.frame(d));
       session.sentDesired = key;
       session.sentGrant = undefined;
       sent = true;
