@@ -54,7 +54,7 @@ export interface JsonRowsWrite {
  * The INSERT (or upsert) of `rows`, in their order, as a statement or a data-modifying CTE of a
  * larger one; `when`: a condition (evaluated once) under which the rows are written at all.
  */
-export function jsonRowsInsert(w: JsonRowsWrite, when?: RawBuilder<unknown>): RawBuilder<unknown> {
+function jsonRowsInsert(w: JsonRowsWrite, when?: RawBuilder<unknown>): RawBuilder<unknown> {
   const columns = sql.join(w.columns.map((c) => sql.id(c)));
   const selected = sql.join(w.columns.map((c) => sql.id('r', c)));
   const conflict = w.onConflict

@@ -22,3 +22,8 @@ export const hostDeploymentJson = codec('ultracloud.system.v1.HostDeployment', H
 export const desiredSystemJson = codec('ultracloud.system.v1.DesiredSystem', DesiredSystem);
 export const activationReportJson = codec('ultracloud.host.v1.ActivationReport', ActivationReport);
 export const activationJournalJson = codec('ultracloud.host.v1.ActivationJournal', ActivationJournal);
+
+/** The JSON a decision's desired systems share: the message without the node's id and target. */
+export function desiredTemplateJson(d: DesiredSystem): JsonDocument {
+  return desiredSystemJson.toJson({ ...d, nodeId: '', systemPath: '', flakeAttr: '' });
+}

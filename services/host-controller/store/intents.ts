@@ -13,7 +13,7 @@ import type { NodeRollout } from '../domain/node-rollout.js';
 import { sameTemplate } from '../domain/desired-system.js';
 import { ACTIVATION_MESSAGE } from '../domain/rollout-planner.js';
 import { sql } from 'kysely';
-import { desiredSystemJson } from './documents.js';
+import { desiredTemplateJson } from './documents.js';
 import { desiredSystemsFrom, nodeRolloutsFrom } from './rollouts.js';
 import type { HostsDb, JsonDocument } from './tables.js';
 
@@ -76,7 +76,7 @@ export function activationIntents(activations: readonly DecidedActivation[], now
     const key = `${d.deployment}\u0000${d.revision}`;
     let g = groups.get(key);
     if (!g) {
-      const template = desiredSystemJson.toJson({ ...d, nodeId: '', systemPath: '', flakeAttr: '' });
+      const template = desiredTemplateJson(d);
       g = { first: d, intent: { deployment: d.deployment, revision: d.revision, decidedAt: now, replica, systemPath: d.systemPath, flakeRef: d.flakeRef, template, nodes: [] } };
       groups.set(key, g);
     } else if (!sameTemplate(g.first, d)) {

@@ -3,7 +3,7 @@ import { ActivationFailureReason, type DesiredSystem } from '../../../gen/ts/ult
 import { type NodeRollout, phaseFromName, phaseName } from '../domain/node-rollout.js';
 import { type RawBuilder, sql } from 'kysely';
 import { type JsonRowsWrite, writeJsonRows } from '../../../lib/db/json-rows.js';
-import { desiredSystemJson } from './documents.js';
+import { desiredSystemJson, desiredTemplateJson } from './documents.js';
 import type { HostsDb, JsonDocument, NodeRolloutsTable, RolloutEventsTable, Selectable } from './tables.js';
 
 function reasonColumn(r: ActivationFailureReason): string {
@@ -169,7 +169,7 @@ export async function saveDesiredSystems(db: HostsDb, desired: readonly DesiredS
     const key = `${d.deployment}\u0000${d.revision}\u0000${d.createdAt?.getTime() ?? ''}`;
     let t = shared.get(key);
     if (t === undefined) {
-      t = templates.push(desiredSystemJson.toJson({ ...d, nodeId: '', systemPath: '', flakeAttr: '' })) - 1;
+      t = templates.push(desiredTemplateJson(d)) - 1;
       shared.set(key, t);
     }
     return { node_id: d.nodeId, deployment: d.deployment, revision: d.revision.toString(), t, system_path: d.systemPath, flake_attr: d.flakeAttr };
