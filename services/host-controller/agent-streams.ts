@@ -353,6 +353,7 @@ export class AgentStreams {
       healthy: HEALTHY_STATES.has(hello.systemState) && !activating,
       activating,
       sentCommand: undefined,
+      decided: undefined,
     };
     const log = call.log;
     const previous = this.sessions.get(hello.nodeId);

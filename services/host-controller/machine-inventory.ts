@@ -53,10 +53,18 @@ export interface MachineInventoryOptions {
   readonly backoff?: BackoffPolicy;
 }
 
+export interface InventoryView {
+  readonly nodes: readonly NodeFacts[];
+  readonly byId: ReadonlyMap<string, NodeFacts>;
+}
+
 export class MachineInventory {
   private readonly byMachine = new Map<string, NodeFacts>();
-  /** byMachine by node id, rebuilt on first use after a change (hellos look nodes up by id). */
-  private nodeIndex: Map<string, NodeFacts> | undefined;
+  /**
+   * byMachine as a list and by node id, built on first use after a change and then shared (the
+   * leader plans with both on every tick; hellos look nodes up by id). Replaced, never modified.
+   */
+  private view: InventoryView | undefined;
   private synced = false;
   private client: ServiceClient<typeof MachineServiceDefinition> | undefined;
   private channel: ReturnType<typeof openChannel> | undefined;
@@ -73,13 +81,21 @@ export class MachineInventory {
     return this.synced;
   }
 
-  nodes(): NodeFacts[] {
-    return [...this.byMachine.values()];
+  /** Every node with an assignment, as of now: the same objects until the deployer reports a change. */
+  snapshot(): InventoryView {
+    if (!this.view) {
+      const nodes = [...this.byMachine.values()];
+      this.view = { nodes, byId: new Map(nodes.map((n) => [n.nodeId, n])) };
+    }
+    return this.view;
+  }
+
+  nodes(): readonly NodeFacts[] {
+    return this.snapshot().nodes;
   }
 
   byNode(nodeId: string): NodeFacts | undefined {
-    if (!this.nodeIndex) this.nodeIndex = new Map([...this.byMachine.values()].map((n) => [n.nodeId, n]));
-    return this.nodeIndex.get(nodeId);
+    return this.snapshot().byId.get(nodeId);
   }
 
   start(): void {
@@ -110,7 +126,7 @@ export class MachineInventory {
   }
 
   private apply(into: Map<string, NodeFacts>, type: MachineEventType, m: Machine): void {
-    this.nodeIndex = undefined;
+    this.view = undefined;
     const facts = type === MachineEventType.MACHINE_EVENT_TYPE_DELETED ? undefined : nodeFactsOf(m);
     if (facts) into.set(m.machineId, facts);
     else into.delete(m.machineId);
@@ -132,7 +148,7 @@ export class MachineInventory {
             if (snapshot) {
               this.byMachine.clear();
               for (const [k, v] of snapshot) this.byMachine.set(k, v);
-              this.nodeIndex = undefined;
+              this.view = undefined;
               snapshot = undefined;
               if (!this.synced) this.log.info({ event: 'inventory.synced', nodes: this.byMachine.size });
               this.synced = true;

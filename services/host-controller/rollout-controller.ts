@@ -10,11 +10,11 @@
 import type { Kysely } from 'kysely';
 import { ClientError, Status } from 'nice-grpc';
 import { type ActivationReport, RebootRequest } from '../../gen/ts/ultracloud/host/v1/host_agent_service.js';
-import { NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { type DesiredSystem, NodeRolloutPhase as P } from '../../gen/ts/ultracloud/system/v1/system.js';
 import type { DatabaseNotifications } from '../../lib/db/notifications.js';
 import type { Logger } from '../../lib/log.js';
 import { applyActivationReport, applyRebootRequest, FAILED_PHASES, IN_PROGRESS, type NodeRollout, phaseName } from './domain/node-rollout.js';
-import { type AgentLiveness, nodeOwners, planRollout } from './domain/rollout-planner.js';
+import { nodeOwners, planRollout } from './domain/rollout-planner.js';
 import { fence, LeadershipLost } from './leader-election.js';
 import type { MachineInventory } from './machine-inventory.js';
 import type { NodeDrainer } from './node-drainer.js';
@@ -33,7 +33,7 @@ import {
   type StoredDesiredSystem,
   withdrawDesiredSystems,
 } from './store/rollouts.js';
-import { type ActivationIntent, activationIntents, type DecidedActivation, saveIntents, writeIntents } from './store/intents.js';
+import { type DecidedActivation, IntentBuilder, saveIntents, writeIntents } from './store/intents.js';
 import type { HostsDatabase } from './store/tables.js';
 import { nodeListBody, parseWakeup, WAKEUP_CHANNELS, wakeupPayload } from './wakeups.js';
 
@@ -201,7 +201,7 @@ export class RolloutController {
   private async tick(epoch: bigint): Promise<TickOutcome> {
     const now = new Date();
     const staleBefore = new Date(now.getTime() - this.options.staleAfterMs);
-    const nodes = this.options.inventory.nodes();
+    const { nodes, byId: nodeIndex } = this.options.inventory.snapshot();
     const drained = new Set(this.drained);
     const replica = this.options.replica;
     return this.options.db.transaction().execute(async (trx) => {
@@ -215,8 +215,6 @@ export class RolloutController {
       const inbox = await takeInbox(trx, INBOX_BATCH);
       // As loaded, to see which activations this tick ended (by report or by plan).
       const loaded = new Map([...rowsByDeployment].map(([name, rows]) => [name, new Map(rows)]));
-      const bootIds = new Map(agents.map((a) => [a.nodeId, a.bootId]));
-      const liveness = new Map<string, AgentLiveness>(agents.map((a) => [a.nodeId, { connected: a.live, currentSystemPath: a.currentSystemPath }]));
       const events: RolloutEvent[] = [];
       const dirty = new Map<string, Map<string, NodeRollout>>();
       const changeEvent = (deployment: string, before: NodeRollout | undefined, after: NodeRollout) => {
@@ -248,26 +246,35 @@ export class RolloutController {
         markDirty(message.deployment, next);
       }
 
-      // Plan every deployment.
+      // Plan every deployment; then store the plans. A tick handing out more activations than
+      // the batch commits the fresh starts among them as intents (store/intents.ts) instead of
+      // their node entries, desired systems and events, except for nodes an agent's message
+      // changed in this tick (their inbox entries are consumed here).
       const owners = nodeOwners(deployments, nodes);
+      const drain = { configured: this.options.drainer !== undefined, drained };
+      const plans = deployments.map((d) => {
+        const rows = rowsByDeployment.get(d.spec.name) ?? new Map<string, NodeRollout>();
+        return { d, rows, plan: planRollout({ deployment: d, rows, nodes, nodeIndex, agents, owners, drain, now, rebootGrantMs: this.options.rebootGrantMs }) };
+      });
+      const decisionSize = plans.reduce((n, p) => n + p.plan.activations.length, 0);
+      const intents = decisionSize > (this.options.activationBatch ?? DEFAULT_ACTIVATION_BATCH) ? new IntentBuilder(now, replica) : undefined;
       const deliver = new Set<string>(recovered);
       const activations: DecidedActivation[] = [];
+      /** Activations written with the tick. */
+      const kept: DecidedActivation[] = [];
       /** Nodes granted a reboot slot by this tick: what they are sent is read back with the grant. */
       const granted = new Set<string>();
       const drains: TickOutcome['drains'] = [];
       const uncordons: TickOutcome['uncordons'] = [];
       const draining = new Set<string>();
       const withdraw: { nodeId: string; deployment: string; revision: bigint }[] = [];
-      for (const d of deployments) {
+      for (const { d, rows, plan } of plans) {
         const name = d.spec.name;
-        const rows = rowsByDeployment.get(name) ?? new Map<string, NodeRollout>();
-        const plan = planRollout({ deployment: d, rows, nodes, agents: liveness, owners, drain: { configured: this.options.drainer !== undefined, drained }, now, rebootGrantMs: this.options.rebootGrantMs });
         // An activation's event records the node's move to ACTIVATING too: one row per node decided.
-        const activated = new Set(plan.activations.map((a) => a.nodeId));
-        const phaseBefore = new Map<string, string>();
+        const activated = new Set(plan.activated);
         for (const c of plan.changes) {
-          if (activated.has(c.after.nodeId)) phaseBefore.set(c.after.nodeId, c.before ? phaseName(c.before.phase) : '');
-          else changeEvent(name, c.before, c.after);
+          if (activated.has(c.after)) continue;
+          changeEvent(name, c.before, c.after);
           markDirty(name, c.after);
           rows.set(c.after.nodeId, c.after);
         }
@@ -276,16 +283,23 @@ export class RolloutController {
           dirty.get(name)?.delete(r.nodeId);
         }
         await deleteNodeRollouts(trx, name, plan.removed.map((r) => r.nodeId));
-        for (const a of plan.activations) {
-          const from = phaseBefore.get(a.nodeId) ?? '';
-          activations.push({ deployment: name, row: rows.get(a.nodeId) as NodeRollout, desired: a, fromPhase: from });
-          events.push({ at: now, deployment: name, revision: a.revision, nodeId: a.nodeId, kind: 'decision.activate', fromPhase: from, toPhase: ACTIVATING_NAME, message: a.systemPath || `${a.flakeRef}#${a.flakeAttr}`, replica });
+        for (let i = 0; i < plan.activations.length; i++) {
+          const desired = plan.activations[i] as DesiredSystem;
+          const row = plan.activated[i] as NodeRollout;
+          // The entry as the plan found it (rows is updated here, after this read).
+          const before = rows.get(row.nodeId);
+          const a: DecidedActivation = { deployment: name, row, desired, fromPhase: before ? phaseName(before.phase) : '' };
+          rows.set(row.nodeId, row);
+          activations.push(a);
+          if (intents && (reported.size === 0 || !reported.has(`${name}\u0000${row.nodeId}`)) && intents.add(a)) continue;
+          kept.push(a);
+          markDirty(name, row);
+          events.push({ at: now, deployment: name, revision: desired.revision, nodeId: row.nodeId, kind: 'decision.activate', fromPhase: a.fromPhase, toPhase: ACTIVATING_NAME, message: desired.systemPath || `${desired.flakeRef}#${desired.flakeAttr}`, replica });
         }
         for (const g of plan.rebootGrants) {
           deliver.add(g.nodeId);
           granted.add(g.nodeId);
-          reported.add(`${name}\u0000${g.nodeId}`);
-          await grantReboot(trx, g.nodeId, g.deadline, bootIds.get(g.nodeId) ?? '', now);
+          await grantReboot(trx, g.nodeId, g.deadline, agents.get(g.nodeId)?.bootId ?? '', now);
           events.push({ at: now, deployment: name, revision: d.revision, nodeId: g.nodeId, kind: 'decision.reboot_grant', fromPhase: '', toPhase: '', message: `reboot before ${g.deadline.toISOString()}`, replica });
         }
         for (const message of plan.decisions) events.push({ at: now, deployment: name, revision: d.revision, nodeId: '', kind: 'rollout.paused', fromPhase: '', toPhase: '', message, replica });
@@ -299,14 +313,13 @@ export class RolloutController {
         }
         for (const nodeId of plan.uncordons) uncordons.push({ nodeId, deployment: name });
       }
-      const { intents, kept } = intendActivations(activations, this.options.activationBatch ?? DEFAULT_ACTIVATION_BATCH, now, replica, reported, dirty, events);
       const decided = new Map<string, StoredDesiredSystem>();
       for (const a of activations) {
         const id = a.desired.nodeId;
         if (!granted.has(id)) decided.set(id, { desired: a.desired, rebootGrantDeadline: undefined, rebootGrantBootId: '' });
       }
       for (const a of kept) deliver.add(a.desired.nodeId);
-      await saveIntents(trx, intents);
+      await saveIntents(trx, intents?.intents ?? []);
       await saveDesiredSystems(trx, kept.map((a) => a.desired), now);
       for (const [name, rows] of dirty) {
         await saveNodeRollouts(trx, name, [...rows.values()]);
@@ -319,15 +332,17 @@ export class RolloutController {
       await withdrawDesiredSystems(trx, withdraw);
       await appendEvents(trx, events);
       await deleteInbox(trx, inbox.map((e) => e.id));
-      const healthy = new Set(agents.filter((a) => a.live && a.healthyThisBoot).map((a) => a.nodeId));
+      const healthy = new Set<string>();
+      for (const a of agents.values()) if (a.connected && a.healthyThisBoot) healthy.add(a.nodeId);
       if (inbox.length === INBOX_BATCH) this.again = true;
-      return { deliver: [...deliver], decided, drains, uncordons, draining, healthy, intended: intents.flatMap((i) => i.nodes.map((n) => n[0])) };
+      return { deliver: [...deliver], decided, drains, uncordons, draining, healthy, intended: intents?.nodeIds ?? [] };
     });
   }
 
   private afterCommit(epoch: bigint, t: TickOutcome): void {
-    // Intended activations go to this replica's streams now, to the others' once written out.
-    if (t.deliver.length > 0 || t.intended.length > 0) this.options.deliverLocally(t.intended.length > 0 ? [...t.deliver, ...t.intended] : t.deliver, t.decided);
+    // Every activation (intended ones included) is in `decided`; intended ones reach the other
+    // replicas' streams once written out.
+    if (t.deliver.length > 0 || t.decided.size > 0) this.options.deliverLocally(t.deliver, t.decided);
     if (t.deliver.length > 0) void this.options.notifications?.notify(WAKEUP_CHANNELS.deliver, wakeupPayload(this.options.replica, nodeListBody(t.deliver)));
     // What the scheduler said about nodes no longer draining is no longer news.
     for (const n of [...this.drained]) if (!t.draining.has(n)) this.drained.delete(n);
@@ -399,42 +414,4 @@ export class RolloutController {
         });
     }
   }
-}
-
-/**
- * When a tick hands out more than `threshold` activations, records those that are fresh starts as
- * intents (one per deployment revision) and takes their entries and events out of what the tick
- * writes itself; the rest, and every activation of a smaller decision, are written with the tick.
- * A node whose entry an agent's message changed in this tick is written with the tick too (its
- * inbox entry is consumed there).
- */
-function intendActivations(
-  activations: readonly DecidedActivation[],
-  threshold: number,
-  now: Date,
-  replica: string,
-  reported: ReadonlySet<string>,
-  dirty: Map<string, Map<string, NodeRollout>>,
-  events: RolloutEvent[],
-): { intents: ActivationIntent[]; kept: readonly DecidedActivation[] } {
-  if (activations.length <= threshold) return { intents: [], kept: activations };
-  const candidates = reported.size === 0 ? activations : activations.filter((a) => !reported.has(`${a.deployment}\u0000${a.desired.nodeId}`));
-  const { intents, rest } = activationIntents(candidates, now, replica);
-  if (intents.length === 0) return { intents, kept: activations };
-  const intended = new Map<string, Set<string>>();
-  for (const i of intents) {
-    let nodes = intended.get(i.deployment);
-    if (!nodes) intended.set(i.deployment, (nodes = new Set()));
-    for (const n of i.nodes) nodes.add(n[0]);
-  }
-  for (const [deployment, nodes] of intended) {
-    const rows = dirty.get(deployment);
-    if (rows) for (const id of nodes) rows.delete(id);
-  }
-  const stay: RolloutEvent[] = [];
-  for (const e of events) if (e.kind !== 'decision.activate' || !intended.get(e.deployment)?.has(e.nodeId)) stay.push(e);
-  events.length = 0;
-  for (const e of stay) events.push(e);
-  const kept = candidates === activations ? rest : [...rest, ...activations.filter((a) => reported.has(`${a.deployment}\u0000${a.desired.nodeId}`))];
-  return { intents, kept };
 }

@@ -30,6 +30,19 @@ export function nodeTarget(d: HostDeployment, node: { nodeId: string; hostname: 
   return { systemPath, flakeRef: t.flakeRef, flakeAttr };
 }
 
+/**
+ * nodeTarget for many nodes of one deployment: a node without a node_system_paths entry, in a
+ * deployment without a flake, gets the same (shared, not to be modified) target as the others.
+ */
+export function nodeTargets(d: HostDeployment): (node: { nodeId: string; hostname: string }) => NodeTarget | undefined {
+  const t = d.target;
+  if (!t || t.flakeRef !== '') return (node) => nodeTarget(d, node);
+  const shared: NodeTarget | undefined = t.systemPath === '' ? undefined : { systemPath: t.systemPath, flakeRef: '', flakeAttr: '' };
+  const perNode = t.nodeSystemPaths;
+  if (Object.keys(perNode).length === 0) return () => shared;
+  return (node) => (Object.hasOwn(perNode, node.nodeId) ? nodeTarget(d, node) : shared);
+}
+
 function filledHealthCheck(h: HealthCheck | undefined): HealthCheck | undefined {
   if (!h?.probe) return undefined;
   const probe =

@@ -13,9 +13,9 @@ import {
   NodeRolloutPhase as P,
 } from '../../../gen/ts/ultracloud/system/v1/system.js';
 import { drainTimeoutMs, rebootTimeoutMs, resolveMaxUnavailable } from './deployment-spec.js';
-import { desiredSystems, type NodeTarget, nodeTarget } from './desired-system.js';
+import { desiredSystems, type NodeTarget, nodeTargets } from './desired-system.js';
 import { FAILED_PHASES, IN_PROGRESS, type NodeChange, type NodeRollout, newNodeRollout, restartForRevision, TERMINAL } from './node-rollout.js';
-import { domainOrder, effectiveOrdering, type NodeFacts, ROLLOUT_STATES, rolloutSequence, selects } from './selection.js';
+import { domainOrder, effectiveOrdering, type NodeFacts, ROLLOUT_STATES, rolloutSequence, selectorOf } from './selection.js';
 
 /** What the leader keeps about a deployment besides its spec. */
 export interface DeploymentState {
@@ -49,6 +49,8 @@ export interface PlanInput {
   readonly rows: ReadonlyMap<string, NodeRollout>;
   /** Every node the deployer knows (machines with an assignment). */
   readonly nodes: readonly NodeFacts[];
+  /** The same nodes by node id, when the caller has them so (built here otherwise). */
+  readonly nodeIndex?: ReadonlyMap<string, NodeFacts>;
   readonly agents: ReadonlyMap<string, AgentLiveness>;
   /** For nodes selected by several deployments: the one that rolls the node out. */
   readonly owners: ReadonlyMap<string, string>;
@@ -71,6 +73,8 @@ export interface RolloutPlan {
   readonly removed: readonly NodeRollout[];
   /** Desired systems to hand over now (each node moved to ACTIVATING by this plan). */
   readonly activations: readonly DesiredSystem[];
+  /** The entry each of those activations moved its node to, in the same order (also in `changes`). */
+  readonly activated: readonly NodeRollout[];
   readonly rebootGrants: readonly RebootGrantDecision[];
   /** Nodes to ask the fleet-scheduler to drain (again). */
   readonly drains: readonly string[];
@@ -92,18 +96,19 @@ export const DRAIN_UNAVAILABLE = 'drain requested but no fleet-scheduler configu
  */
 export function nodeOwners(deployments: readonly { spec: HostDeployment; createdAt: Date }[], nodes: readonly NodeFacts[]): Map<string, string> {
   const ordered = [...deployments].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.spec.name < b.spec.name ? -1 : a.spec.name > b.spec.name ? 1 : 0));
+  const selectors = ordered.map((d) => ({ name: d.spec.name, selects: selectorOf(d.spec.selector) }));
   const owners = new Map<string, string>();
   for (const node of nodes) {
-    const owner = ordered.find((d) => selects(d.spec.selector, node));
-    if (owner) owners.set(node.nodeId, owner.spec.name);
+    const owner = selectors.find((d) => d.selects(node));
+    if (owner) owners.set(node.nodeId, owner.name);
   }
   return owners;
 }
 
-function skipReason(spec: HostDeployment, node: NodeFacts, owner: string | undefined): string | undefined {
+function skipReason(spec: HostDeployment, node: NodeFacts, owner: string | undefined, targetOf: (node: NodeFacts) => NodeTarget | undefined): string | undefined {
   if (!ROLLOUT_STATES.has(node.machineState)) return `machine is ${node.machineState}; only installed and active machines are rolled out`;
   if (owner !== undefined && owner !== spec.name) return `also selected by deployment ${owner}, which rolls it out`;
-  if (!nodeTarget(spec, node)) return 'no target for this node: no node_system_paths entry, system_path or flake_ref';
+  if (!targetOf(node)) return 'no target for this node: no node_system_paths entry, system_path or flake_ref';
   return undefined;
 }
 
@@ -153,9 +158,11 @@ export function planRollout(input: PlanInput): RolloutPlan {
       phaseChangedAt: phase === row.phase ? row.phaseChangedAt : now,
       finishedAt: TERMINAL.has(phase) ? (patch.finishedAt ?? row.finishedAt ?? now) : undefined,
     });
-  const facts = new Map(input.nodes.map((n) => [n.nodeId, n]));
-  const selected = input.nodes.filter((n) => selects(spec.selector, n));
-  const selectedIds = new Set(selected.map((n) => n.nodeId));
+  const facts = input.nodeIndex ?? new Map(input.nodes.map((n) => [n.nodeId, n]));
+  const selected = input.nodes.filter(selectorOf(spec.selector));
+  // Every node, as with an all-nodes selector: the index answers for the set.
+  const selectedIds: { has(id: string): boolean } = selected.length === facts.size ? facts : new Set(selected.map((n) => n.nodeId));
+  const targetOf = nodeTargets(spec);
 
   // Nodes join with the selector; finished entries of an older revision start over.
   for (const n of selected) {
@@ -165,19 +172,21 @@ export function planRollout(input: PlanInput): RolloutPlan {
     else if (row.hostname !== n.hostname || row.failureDomain !== n.failureDomain) set({ ...row, hostname: n.hostname, failureDomain: n.failureDomain });
   }
   // Nodes that left the selection go, unless they are in progress or still cordoned by us.
+  // (Deleting the entry being visited does not disturb a Map's iteration.)
   const removed: NodeRollout[] = [];
-  for (const row of [...rows.values()]) {
+  for (const row of rows.values()) {
     if (selectedIds.has(row.nodeId) || IN_PROGRESS.has(row.phase) || row.cordoned) continue;
     rows.delete(row.nodeId);
     changes.delete(row.nodeId);
     if (input.rows.has(row.nodeId)) removed.push(row);
   }
 
-  // Skipped or pending, as the node's machine and ownership say.
-  for (const row of [...rows.values()]) {
+  // Skipped or pending, as the node's machine and ownership say. (Replacing the value of the
+  // entry being visited does not disturb a Map's iteration.)
+  for (const row of rows.values()) {
     const node = facts.get(row.nodeId);
     if (row.revision === dep.revision && (row.phase === P.NODE_ROLLOUT_PHASE_PENDING || row.phase === P.NODE_ROLLOUT_PHASE_SKIPPED) && node && selectedIds.has(row.nodeId)) {
-      const reason = skipReason(spec, node, input.owners.get(row.nodeId));
+      const reason = skipReason(spec, node, input.owners.get(row.nodeId), targetOf);
       if (reason && (row.phase !== P.NODE_ROLLOUT_PHASE_SKIPPED || row.message !== reason)) move(row, P.NODE_ROLLOUT_PHASE_SKIPPED, { message: reason });
       else if (!reason && row.phase === P.NODE_ROLLOUT_PHASE_SKIPPED) move(row, P.NODE_ROLLOUT_PHASE_PENDING, { message: '' });
     } else if (IN_PROGRESS.has(row.phase) && (!node || !ROLLOUT_STATES.has(node.machineState))) {
@@ -188,13 +197,14 @@ export function planRollout(input: PlanInput): RolloutPlan {
 
   // Drains that finished or took too long, reboots that did not come back.
   const activations: DesiredSystem[] = [];
+  const activated: NodeRollout[] = [];
   const desiredOf = desiredSystems(spec, now);
   const activate = (row: NodeRollout, node: NodeFacts, started: { startedAt: Date; attempts: number } | undefined, known?: NodeTarget) => {
-    const target = known ?? nodeTarget(spec, node);
+    const target = known ?? targetOf(node);
     if (!target) return false;
     // move(row, ACTIVATING, {systemPath, message, startedAt, attempts}) written out as one
     // literal: a rollout decides thousands of these at once, and a spread costs microseconds each.
-    set({
+    const entry: NodeRollout = {
       nodeId: row.nodeId,
       revision: row.revision,
       phase: P.NODE_ROLLOUT_PHASE_ACTIVATING,
@@ -212,13 +222,15 @@ export function planRollout(input: PlanInput): RolloutPlan {
       startedAt: started ? started.startedAt : row.startedAt,
       finishedAt: undefined,
       phaseChangedAt: row.phase === P.NODE_ROLLOUT_PHASE_ACTIVATING ? row.phaseChangedAt : now,
-    });
+    };
+    set(entry);
+    activated.push(entry);
     activations.push(desiredOf(row.revision, row.nodeId, target));
     return true;
   };
   const drainMs = drainTimeoutMs(spec);
   const rebootMs = rebootTimeoutMs(spec);
-  for (const row of [...rows.values()]) {
+  for (const row of rows.values()) {
     if (row.phase === P.NODE_ROLLOUT_PHASE_DRAINING) {
       const node = facts.get(row.nodeId);
       if (input.drain.drained.has(row.nodeId) && node) activate(row, node, undefined);
@@ -241,8 +253,8 @@ export function planRollout(input: PlanInput): RolloutPlan {
 
   // The failure budget.
   const decisions: string[] = [];
-  const current = () => [...rows.values()].filter((r) => r.revision === dep.revision);
-  const failures = current().filter((r) => r.budgetCounted).length;
+  let failures = 0;
+  for (const r of rows.values()) if (r.revision === dep.revision && r.budgetCounted) failures += 1;
   let budgetPaused = dep.budgetPaused;
   if (!budgetPaused && failures > spec.failureBudget) {
     budgetPaused = true;
@@ -252,7 +264,8 @@ export function planRollout(input: PlanInput): RolloutPlan {
   const blockedBy = aborted ? 'the rollout was aborted' : spec.paused ? 'the deployment is paused in its spec' : dep.operatorPaused ? 'paused by an operator' : budgetPaused ? 'paused: failures exceed the failure budget' : undefined;
 
   const maxUnavailable = resolveMaxUnavailable(spec.maxUnavailable, selected.length);
-  let unavailable = [...rows.values()].filter((r) => disrupts(r, dep.revision, spec.drain)).length;
+  let unavailable = 0;
+  for (const r of rows.values()) if (disrupts(r, dep.revision, spec.drain)) unavailable += 1;
   const sequence = rolloutSequence([...rows.values()], spec.rolloutOrder);
 
   // Reboot slots: a granted node asking again gets a new deadline; new grants need a free slot.
@@ -288,8 +301,10 @@ export function planRollout(input: PlanInput): RolloutPlan {
     let candidates = pending;
     if (ordering === FailureDomainOrdering.FAILURE_DOMAIN_ORDERING_SEQUENTIAL) {
       // The first domain with a node not finished yet is the only one that may start nodes.
-      const open = new Set(current().filter((r) => selectedIds.has(r.nodeId) && !TERMINAL.has(r.phase)).map((r) => r.failureDomain));
-      for (const r of [...rows.values()]) if (IN_PROGRESS.has(r.phase)) open.add(r.failureDomain);
+      const open = new Set<string>();
+      for (const r of rows.values()) {
+        if ((r.revision === dep.revision && selectedIds.has(r.nodeId) && !TERMINAL.has(r.phase)) || IN_PROGRESS.has(r.phase)) open.add(r.failureDomain);
+      }
       const active = domainOrder(open, spec.rolloutOrder)[0];
       candidates = pending.filter((r) => r.failureDomain === active);
       for (const r of pending) if (r.failureDomain !== active) waiting.set(r.nodeId, `waiting for failure domain ${active || '(none)'} to finish`);
@@ -300,7 +315,7 @@ export function planRollout(input: PlanInput): RolloutPlan {
     for (const c of candidates) {
       const row = rows.get(c.nodeId) as NodeRollout;
       const node = facts.get(c.nodeId) as NodeFacts;
-      const target = nodeTarget(spec, node);
+      const target = targetOf(node);
       if (!target) continue;
       const agent = input.agents.get(c.nodeId);
       if (target.systemPath !== '' && agent?.currentSystemPath === target.systemPath) {
@@ -333,17 +348,32 @@ export function planRollout(input: PlanInput): RolloutPlan {
     const row = rows.get(nodeId) as NodeRollout;
     if (row.phase === P.NODE_ROLLOUT_PHASE_PENDING && row.message !== message) set({ ...row, message });
   }
-  for (const row of rows.values()) if (row.phase === P.NODE_ROLLOUT_PHASE_DRAINING && !input.drain.drained.has(row.nodeId)) drains.push(row.nodeId);
-  const uncordons = [...rows.values(), ...removed].filter(needsUncordon).map((r) => r.nodeId);
-
-  // The rollout's phase as the planner sees it; pauses and aborts are laid over it when read.
-  const selectedRows = [...rows.values()].filter((r) => selectedIds.has(r.nodeId));
-  const eligible = selectedRows.filter((r) => r.phase !== P.NODE_ROLLOUT_PHASE_SKIPPED);
-  const done = eligible.every((r) => r.revision === dep.revision && TERMINAL.has(r.phase)) && [...rows.values()].every((r) => !IN_PROGRESS.has(r.phase));
-  const failedNow = eligible.filter((r) => r.revision === dep.revision && FAILED_PHASES.has(r.phase)).length;
-  const started = current().some((r) => r.startedAt !== undefined);
+  // The rollout's phase as the planner sees it (pauses and aborts are laid over it when read),
+  // drains to ask for and nodes to uncordon, in one pass over the entries.
+  const uncordons: string[] = [];
+  /** Selected entries not SKIPPED, and how many of those are finished with the current revision or failed it. */
+  let eligible = 0;
+  let eligibleFinished = 0;
+  let failedNow = 0;
+  let inProgress = false;
+  let started = false;
+  let budgetFailures = 0;
+  for (const r of rows.values()) {
+    if (r.phase === P.NODE_ROLLOUT_PHASE_DRAINING && !input.drain.drained.has(r.nodeId)) drains.push(r.nodeId);
+    if (needsUncordon(r)) uncordons.push(r.nodeId);
+    if (IN_PROGRESS.has(r.phase)) inProgress = true;
+    const ofRevision = r.revision === dep.revision;
+    if (ofRevision && r.startedAt !== undefined) started = true;
+    if (ofRevision && r.budgetCounted) budgetFailures += 1;
+    if (r.phase === P.NODE_ROLLOUT_PHASE_SKIPPED || !selectedIds.has(r.nodeId)) continue;
+    eligible += 1;
+    if (ofRevision && TERMINAL.has(r.phase)) eligibleFinished += 1;
+    if (ofRevision && FAILED_PHASES.has(r.phase)) failedNow += 1;
+  }
+  for (const r of removed) if (needsUncordon(r)) uncordons.push(r.nodeId);
+  const done = eligibleFinished === eligible && !inProgress;
   const rolloutPhase =
-    eligible.length === 0
+    eligible === 0
       ? HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_PENDING
       : done
         ? failedNow > 0
@@ -353,20 +383,20 @@ export function planRollout(input: PlanInput): RolloutPlan {
           ? HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_PROGRESSING
           : HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_PENDING;
   const finished = rolloutPhase === HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_COMPLETED || rolloutPhase === HostDeploymentPhase.HOST_DEPLOYMENT_PHASE_FAILED;
-  const budgetFailures = current().filter((r) => r.budgetCounted).length;
   const statusMessage = budgetPaused
     ? `${budgetFailures} failed node${budgetFailures === 1 ? '' : 's'} exceed the failure budget of ${spec.failureBudget}; ResumeHostDeployment continues`
     : waitingForDrain > 0
       ? `${DRAIN_UNAVAILABLE}: ${waitingForDrain} node${waitingForDrain === 1 ? '' : 's'} wait`
       : selected.length === 0
         ? 'the selector matches no node the deployer knows'
-        : eligible.length === 0
+        : eligible === 0
           ? `no selected node can be rolled out yet (${selected.length} skipped)`
           : '';
   return {
     changes: [...changes.values()],
     removed,
     activations,
+    activated,
     rebootGrants,
     drains,
     uncordons,

@@ -25,18 +25,31 @@ export interface NodeFacts {
 /** Machine states whose nodes are rolled out; others are listed as SKIPPED. */
 export const ROLLOUT_STATES: ReadonlySet<string> = new Set(['installed', 'active']);
 
+type SelectableNode = Pick<NodeFacts, 'nodeId' | 'nodeClass' | 'pool' | 'labels'>;
+
 /** A node is selected when it matches every non-empty criterion (any element within a list). */
-export function selects(selector: HostSelector | undefined, node: Pick<NodeFacts, 'nodeId' | 'nodeClass' | 'pool' | 'labels'>): boolean {
-  if (!selector) return false;
-  const criteria = selector.nodeIds.length + selector.nodeClasses.length + selector.pools.length + Object.keys(selector.matchLabels).length;
-  if (criteria === 0 && !selector.allNodes) return false;
-  if (selector.nodeIds.length > 0 && !selector.nodeIds.includes(node.nodeId)) return false;
-  if (selector.nodeClasses.length > 0 && !selector.nodeClasses.includes(node.nodeClass)) return false;
-  if (selector.pools.length > 0 && !selector.pools.includes(node.pool)) return false;
-  for (const [key, value] of Object.entries(selector.matchLabels)) {
-    if (node.labels[key] !== value) return false;
-  }
-  return true;
+export function selects(selector: HostSelector | undefined, node: SelectableNode): boolean {
+  return selectorOf(selector)(node);
+}
+
+const NOTHING = (): boolean => false;
+const EVERYTHING = (): boolean => true;
+
+/** `selects` for many nodes: the selector's criteria are looked at once. */
+export function selectorOf(selector: HostSelector | undefined): (node: SelectableNode) => boolean {
+  if (!selector) return NOTHING;
+  const labels = Object.entries(selector.matchLabels);
+  const { nodeIds, nodeClasses, pools } = selector;
+  const criteria = nodeIds.length + nodeClasses.length + pools.length + labels.length;
+  if (criteria === 0) return selector.allNodes ? EVERYTHING : NOTHING;
+  const ids = nodeIds.length > 0 ? new Set(nodeIds) : undefined;
+  return (node) => {
+    if (ids && !ids.has(node.nodeId)) return false;
+    if (nodeClasses.length > 0 && !nodeClasses.includes(node.nodeClass)) return false;
+    if (pools.length > 0 && !pools.includes(node.pool)) return false;
+    for (const [key, value] of labels) if (node.labels[key] !== value) return false;
+    return true;
+  };
 }
 
 export function effectiveOrdering(order: RolloutOrder | undefined): FailureDomainOrdering {

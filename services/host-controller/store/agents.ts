@@ -144,20 +144,21 @@ export function isLive(a: Pick<AgentRecord, 'connected' | 'lastSeenAt'>, staleBe
 }
 
 /**
- * What the leader plans with, per agent: whether it is live (connected and heard from since
- * `staleBefore`, as isLive says), whether it reported the host healthy on its current boot, its
- * boot and what the host runs. The database compares the times: a fleet's worth of timestamps
- * decoded on every tick would cost the leader more than the rest of the read.
+ * What the leader plans with, per agent: whether it is live (`connected`: connected and heard
+ * from since `staleBefore`, as isLive says), whether it reported the host healthy on its current
+ * boot, its boot and what the host runs. The database compares the times: a fleet's worth of
+ * timestamps decoded on every tick would cost the leader more than the rest of the read.
  */
 export interface AgentLivenessRecord {
   readonly nodeId: string;
   readonly bootId: string;
   readonly currentSystemPath: string;
-  readonly live: boolean;
+  readonly connected: boolean;
   readonly healthyThisBoot: boolean;
 }
 
-export async function agentsLiveness(db: HostsDb, staleBefore: Date): Promise<AgentLivenessRecord[]> {
+/** Every agent's liveness by node id. */
+export async function agentsLiveness(db: HostsDb, staleBefore: Date): Promise<Map<string, AgentLivenessRecord>> {
   const rows = await db
     .selectFrom('agents')
     .select((eb) => [
@@ -168,7 +169,9 @@ export async function agentsLiveness(db: HostsDb, staleBefore: Date): Promise<Ag
       eb.and([eb('healthy_boot_id', '<>', ''), eb('healthy_boot_id', '=', eb.ref('boot_id'))]).as('healthy'),
     ])
     .execute();
-  return rows.map((r) => ({ nodeId: r.node_id, bootId: r.boot_id, currentSystemPath: r.current_system_path, live: r.live === true, healthyThisBoot: r.healthy === true }));
+  const out = new Map<string, AgentLivenessRecord>();
+  for (const r of rows) out.set(r.node_id, { nodeId: r.node_id, bootId: r.boot_id, currentSystemPath: r.current_system_path, connected: r.live === true, healthyThisBoot: r.healthy === true });
+  return out;
 }
 
 export interface AgentQuery {

@@ -58,35 +58,62 @@ function freshStart(r: NodeRollout, d: DesiredSystem, at: number): boolean {
   );
 }
 
+interface IntentGroup {
+  readonly first: DesiredSystem;
+  readonly intent: ActivationIntent;
+}
+
 /**
- * Splits a tick's activations into intents, one per deployment revision, and those written with
- * the tick as before: any whose entry is not a fresh start at `now` or whose desired system does
- * not share its group's template.
+ * Gathers a tick's activations into intents, one per deployment revision, as the tick decides
+ * them; `add` refuses those to be written with the tick as before: any whose entry is not a fresh
+ * start at `now` or whose desired system does not share its group's template.
  */
-export function activationIntents(activations: readonly DecidedActivation[], now: Date, replica: string): { intents: ActivationIntent[]; rest: DecidedActivation[] } {
-  const at = now.getTime();
-  const groups = new Map<string, { first: DesiredSystem; intent: ActivationIntent }>();
-  const rest: DecidedActivation[] = [];
-  for (const a of activations) {
+export class IntentBuilder {
+  private readonly groups = new Map<string, IntentGroup>();
+  private last: IntentGroup | undefined;
+  private readonly at: number;
+  /** The nodes taken, in the order added. */
+  readonly nodeIds: string[] = [];
+
+  constructor(
+    private readonly now: Date,
+    private readonly replica: string,
+  ) {
+    this.at = now.getTime();
+  }
+
+  /** True when the activation is now part of an intent (and is not to be written by the tick). */
+  add(a: DecidedActivation): boolean {
     const d = a.desired;
-    if (a.deployment !== d.deployment || !freshStart(a.row, d, at)) {
-      rest.push(a);
-      continue;
+    if (a.deployment !== d.deployment || !freshStart(a.row, d, this.at)) return false;
+    // A decision's activations come deployment by deployment: most find the group of the last.
+    let g = this.last;
+    if (!g || g.first.deployment !== d.deployment || g.first.revision !== d.revision) {
+      const key = `${d.deployment}\u0000${d.revision}`;
+      g = this.groups.get(key);
+      if (!g) {
+        g = { first: d, intent: { deployment: d.deployment, revision: d.revision, decidedAt: this.now, replica: this.replica, systemPath: d.systemPath, flakeRef: d.flakeRef, template: desiredTemplateJson(d), nodes: [] } };
+        this.groups.set(key, g);
+      }
+      this.last = g;
     }
-    const key = `${d.deployment}\u0000${d.revision}`;
-    let g = groups.get(key);
-    if (!g) {
-      const template = desiredTemplateJson(d);
-      g = { first: d, intent: { deployment: d.deployment, revision: d.revision, decidedAt: now, replica, systemPath: d.systemPath, flakeRef: d.flakeRef, template, nodes: [] } };
-      groups.set(key, g);
-    } else if (!sameTemplate(g.first, d)) {
-      rest.push(a);
-      continue;
-    }
+    if (g.first !== d && !sameTemplate(g.first, d)) return false;
     const r = a.row;
     g.intent.nodes.push([r.nodeId, r.hostname, r.failureDomain, r.attempts, r.generation.toString(), r.cordoned, d.systemPath === g.intent.systemPath ? null : d.systemPath, d.flakeAttr, a.fromPhase]);
+    this.nodeIds.push(r.nodeId);
+    return true;
   }
-  return { intents: [...groups.values()].map((g) => g.intent), rest };
+
+  get intents(): ActivationIntent[] {
+    return [...this.groups.values()].filter((g) => g.intent.nodes.length > 0).map((g) => g.intent);
+  }
+}
+
+/** Splits activations into intents and those written with the tick, as IntentBuilder decides. */
+export function activationIntents(activations: readonly DecidedActivation[], now: Date, replica: string): { intents: ActivationIntent[]; rest: DecidedActivation[] } {
+  const builder = new IntentBuilder(now, replica);
+  const rest = activations.filter((a) => !builder.add(a));
+  return { intents: builder.intents, rest };
 }
 
 export async function saveIntents(db: HostsDb, intents: readonly ActivationIntent[]): Promise<void> {
