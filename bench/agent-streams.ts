@@ -58,6 +58,13 @@ function benchClusterState(): ClusterState {
 const OLD_SYSTEM = '/nix/store/4q3ajqmd5ydcnfwf7n0hqjyf6ghgvx6s-nixos-system-worker-24.05';
 const NEW_SYSTEM = '/nix/store/9v1lr4cx7l3y0fs0kc0bz6k1a3mm2kdh-nixos-system-worker-24.11';
 const HEARTBEAT_MS = 10_000;
+/**
+ * Between a server's RSS reading and the timed fan-out, on both sides. The reading forces three
+ * full collections (200-480 ms each in the host-controller at 10,000 streams), which a server in
+ * service never runs; an Apply sent 200 ms after them took the controller twice as long to its
+ * first send (docs/performance.md).
+ */
+const SETTLE_MS = 2_000;
 
 export interface AgentStreamsOptions {
   /** Simulated agents (and installed nodes). Default 10,000. */
@@ -384,7 +391,7 @@ async function controllerSide(input: { url: string; stateDir: string; agents: nu
 
     const received = load.next<ReceivedReport>('received');
     load.send({ kind: 'mark', mode: 'desired', timeoutMs: 120_000 });
-    await sleep(200);
+    await sleep(SETTLE_MS);
     // Fan-out is timed from the moment the operator's Apply is sent, so it includes the Apply.
     const t0 = now();
     await rollouts.applyHostDeployments({
@@ -447,7 +454,7 @@ async function baselineSide(input: { clusterCaPem: string; credentials: readonly
     after = await measure();
     const received = load.next<ReceivedReport>('received');
     load.send({ kind: 'mark', mode: 'any', timeoutMs: 120_000 });
-    await sleep(200);
+    await sleep(SETTLE_MS);
     const pushed = server.next<{ at: number }>('pushed');
     server.send({ kind: 'push', bytes: input.payloadBytes });
     const t0 = (await pushed).at;
