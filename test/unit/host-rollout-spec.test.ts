@@ -1,11 +1,11 @@
 // HostDeployment validation, diff and revision rules, and DesiredSystem defaults, as table tests.
 import { readFileSync } from 'node:fs';
 import test from 'ava';
-import { ActivationStrategy, HostDeployment } from '../../gen/ts/ultracloud/system/v1/system.js';
+import { ActivationStrategy, HostDeployment, type HostDeploymentTarget } from '../../gen/ts/ultracloud/system/v1/system.js';
 import { InvalidArgumentError } from '../../lib/errors.js';
 import { encodeProtoJson, protoJsonOf } from '../../lib/proto-json.js';
 import { changedFields, normalizeSpec, startsRevision, validateHostDeployments } from '../../services/host-controller/domain/deployment-spec.js';
-import { desiredSystem, nodeTarget } from '../../services/host-controller/domain/desired-system.js';
+import { desiredSystem, nodeTarget, nodeTargets } from '../../services/host-controller/domain/desired-system.js';
 import { nodeListBody, parseNodeListBody, parseWakeup, wakeupPayload } from '../../services/host-controller/wakeups.js';
 
 const PATH = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-node-24.11';
@@ -98,6 +98,32 @@ test('a node\'s target and desired system: per-node path first, then the shared 
   t.deepEqual(desired.rollbackPolicy, { activationTimeout: { seconds: 240n, nanos: 0 }, confirmTimeout: { seconds: 30n, nanos: 0 }, autoRollback: true, rebootTimeout: { seconds: 600n, nanos: 0 } });
   t.is(desired.healthCheck?.retries, 0, 'an explicit 0 retries stays 0');
   t.deepEqual(desired.healthCheck?.interval, { seconds: 2n, nanos: 0 });
+});
+
+test('nodeTargets, for a fleet, answers as nodeTarget does for every node: shared path, per-node entries (an empty one too), flakes, no target', (t) => {
+  const nodes = [
+    { nodeId: 'worker-1', hostname: 'w1' },
+    { nodeId: 'worker-2', hostname: 'w2' },
+    { nodeId: 'worker-3', hostname: 'w3' },
+    { nodeId: 'constructor', hostname: 'odd' },
+  ];
+  const targets: HostDeploymentTarget[] = [
+    { systemPath: PATH, nodeSystemPaths: {}, flakeRef: '', flakeAttr: '' },
+    { systemPath: PATH, nodeSystemPaths: { 'worker-2': `${PATH}-x`, 'worker-3': '' }, flakeRef: '', flakeAttr: '' },
+    { systemPath: '', nodeSystemPaths: { 'worker-2': `${PATH}-x` }, flakeRef: '', flakeAttr: '' },
+    { systemPath: '', nodeSystemPaths: {}, flakeRef: '', flakeAttr: '' },
+    { systemPath: '', nodeSystemPaths: { 'worker-1': PATH }, flakeRef: 'github:o/r', flakeAttr: 'hosts.{hostname}' },
+  ];
+  for (const target of targets) {
+    const spec = d({ target });
+    const targetOf = nodeTargets(spec);
+    for (const node of nodes) t.deepEqual(targetOf(node), nodeTarget(spec, node), `${JSON.stringify(target)}: ${node.nodeId}`);
+  }
+  const none = d({});
+  none.target = undefined;
+  t.is(nodeTargets(none)(nodes[0] as (typeof nodes)[number]), undefined);
+  const shared = nodeTargets(d({}));
+  t.is(shared(nodes[0] as (typeof nodes)[number]), shared(nodes[1] as (typeof nodes)[number]), 'nodes without an entry of their own share one target object');
 });
 
 test('wake-up payloads carry the sending replica, so a replica skips what it already did itself', (t) => {
