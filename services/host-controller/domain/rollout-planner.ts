@@ -161,7 +161,7 @@ export function planRollout(input: PlanInput): RolloutPlan {
   const facts = input.nodeIndex ?? new Map(input.nodes.map((n) => [n.nodeId, n]));
   const selected = input.nodes.filter(selectorOf(spec.selector));
   // Every node, as with an all-nodes selector: the index answers for the set.
-  const selectedIds: { has(id: string): boolean } = selected.length === facts.size ? facts : new Set(selected.map((n) => n.nodeId));
+  const selectedIds: { has(id: string): boolean } = selected.length === input.nodes.length ? facts : new Set(selected.map((n) => n.nodeId));
   const targetOf = nodeTargets(spec);
 
   // Nodes join with the selector; finished entries of an older revision start over.
