@@ -24,7 +24,7 @@ export interface NodeTarget {
 export function nodeTarget(d: HostDeployment, node: { nodeId: string; hostname: string }): NodeTarget | undefined {
   const t = d.target;
   if (!t) return undefined;
-  // Own entries only: a node id such as "constructor" is no key of the map's prototype's.
+  // Own entries only: a node id such as "constructor" must not find Object.prototype's.
   const systemPath = (Object.hasOwn(t.nodeSystemPaths, node.nodeId) ? t.nodeSystemPaths[node.nodeId] : undefined) ?? t.systemPath;
   const flakeAttr = t.flakeRef === '' ? '' : (t.flakeAttr || DEFAULT_FLAKE_ATTR).replaceAll('{node_id}', node.nodeId).replaceAll('{hostname}', node.hostname);
   if (systemPath === '' && t.flakeRef === '') return undefined;

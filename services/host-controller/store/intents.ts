@@ -105,7 +105,7 @@ export class IntentBuilder {
   }
 
   get intents(): ActivationIntent[] {
-    return [...this.groups.values()].filter((g) => g.intent.nodes.length > 0).map((g) => g.intent);
+    return [...this.groups.values()].map((g) => g.intent);
   }
 }
 
