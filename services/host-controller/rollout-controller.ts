@@ -221,7 +221,7 @@ export class RolloutController {
         if (before && before.phase === after.phase) return;
         events.push({ at: now, deployment, revision: after.revision, nodeId: after.nodeId, kind: 'node.phase', fromPhase: before ? phaseName(before.phase) : '', toPhase: phaseName(after.phase), message: after.message, replica });
       };
-      /** Nodes whose entry an agent's message changed in this tick (never deferred: the inbox is taken now). */
+      /** Nodes whose entry an agent's message changed in this tick (never made intents: this tick consumes their inbox entries). */
       const reported = new Set<string>();
       const markDirty = (deployment: string, row: NodeRollout) => {
         let m = dirty.get(deployment);
